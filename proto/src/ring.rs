@@ -1,0 +1,367 @@
+//! The shared-memory ring: layout, index arithmetic and byte copies.
+//!
+//! ```text
+//! offset   0  magic u32 | version u32 | capacity u64 (frames) | frame_bytes u32 | pad
+//! offset  64  write_index AtomicU64   (own cache line)
+//! offset 128  read_index  AtomicU64   (own cache line)
+//! offset 192  reserved
+//! offset 256  data: capacity * frame_bytes bytes
+//! ```
+//!
+//! Indices count frames since the stream began and only grow; a frame's byte offset is
+//! `(index % capacity) * frame_bytes`. The writer publishes with Release after copying, the
+//! reader loads with Acquire before copying.
+//!
+//! **Trust.** Neither side trusts the other's index. The reader keeps its own read position and
+//! checks every write index it loads with [`readable`]: one that went backwards or claims more
+//! than `capacity` frames is a protocol error that ends the stream. A server-side reader never
+//! reads `read_index` back; it only publishes it for the client's back-pressure.
+//!
+//! **Record rings** are written by the server into a memfd the client can map read-only, so the
+//! client cannot publish its position: the server writes regardless (dropping the oldest data
+//! when the client lags) and the client detects that with [`record_valid_from`].
+//!
+//! Unsafe code here is limited to raw byte copies and atomic views into a [`Mapping`].
+
+use crate::shm::Mapping;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// "SGR1".
+pub const MAGIC: u32 = 0x3152_4753;
+/// Layout version.
+pub const RING_VERSION: u32 = 1;
+/// Bytes before the data area.
+pub const HEADER_BYTES: usize = 256;
+/// Largest frame (8 channels of 32-bit samples).
+pub const MAX_FRAME_BYTES: usize = 32;
+
+/// The header at the start of every ring. All fields are atomics because the peer process may
+/// write them at any time.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct RingHeader {
+    magic: AtomicU32,
+    version: AtomicU32,
+    capacity: AtomicU64,
+    frame_bytes: AtomicU32,
+    _pad0: [u8; 44],
+    write_index: AtomicU64,
+    _pad1: [u8; 56],
+    read_index: AtomicU64,
+    _pad2: [u8; 56],
+    _reserved: [u8; 64],
+}
+
+const _: () = assert!(std::mem::size_of::<RingHeader>() == HEADER_BYTES);
+const _: () = assert!(std::mem::offset_of!(RingHeader, write_index) == 64);
+const _: () = assert!(std::mem::offset_of!(RingHeader, read_index) == 128);
+
+/// Ring misuse or a peer's protocol violation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RingError {
+    /// The mapping is not the size the geometry needs.
+    #[error("ring mapping is {actual} bytes, geometry needs {expected}")]
+    Size { expected: usize, actual: usize },
+    /// Capacity or frame size out of range.
+    #[error("ring geometry invalid: capacity {capacity} frames of {frame_bytes} bytes")]
+    Geometry { capacity: u64, frame_bytes: usize },
+    /// The header does not carry the expected magic, version or geometry.
+    #[error("ring header mismatch: {0}")]
+    Header(&'static str),
+    /// The peer's index is out of range.
+    #[error("ring index out of range: write {write}, read {read}, capacity {capacity}")]
+    BadIndex { write: u64, read: u64, capacity: u64 },
+    /// A write on a read-only mapping.
+    #[error("ring is mapped read-only")]
+    ReadOnly,
+}
+
+/// Total bytes a ring of `capacity` frames of `frame_bytes` bytes needs.
+pub fn ring_bytes(capacity: u64, frame_bytes: usize) -> Result<usize, RingError> {
+    let bad = RingError::Geometry { capacity, frame_bytes };
+    if capacity == 0 || frame_bytes == 0 || frame_bytes > MAX_FRAME_BYTES {
+        return Err(bad);
+    }
+    usize::try_from(capacity)
+        .ok()
+        .and_then(|c| c.checked_mul(frame_bytes))
+        .and_then(|d| d.checked_add(HEADER_BYTES))
+        .filter(|&n| n <= crate::shm::MAX_SHM_BYTES)
+        .ok_or(bad)
+}
+
+/// Frames readable between `read` and `write`, or an error if the writer's index is impossible
+/// (behind the reader, or more than `capacity` ahead).
+pub fn readable(write: u64, read: u64, capacity: u64) -> Result<u64, RingError> {
+    match write.checked_sub(read) {
+        Some(n) if n <= capacity => Ok(n),
+        _ => Err(RingError::BadIndex { write, read, capacity }),
+    }
+}
+
+/// For a record ring (writer overwrites): the first index still intact when the writer is at
+/// `write`. Frames before it were overwritten.
+pub fn record_valid_from(write: u64, capacity: u64) -> u64 {
+    write.saturating_sub(capacity)
+}
+
+/// Splits `frames` frames starting at `index` into at most two contiguous spans of the data
+/// area, as (first frame slot, frame count) pairs. `frames` must be <= `capacity`.
+pub fn spans(index: u64, frames: u64, capacity: u64) -> [(u64, u64); 2] {
+    let start = index % capacity;
+    let first = frames.min(capacity - start);
+    [(start, first), (0, frames - first)]
+}
+
+/// A ring over a mapping, with the geometry the local side agreed to (never re-read from the
+/// header after [`Ring::attach`]).
+#[derive(Debug)]
+pub struct Ring {
+    map: Mapping,
+    capacity: u64,
+    frame_bytes: usize,
+}
+
+impl Ring {
+    /// Takes a fresh writable mapping and writes the header (the creator's side).
+    pub fn init(map: Mapping, capacity: u64, frame_bytes: usize) -> Result<Ring, RingError> {
+        let ring = Ring::checked(map, capacity, frame_bytes)?;
+        if !ring.map.writable() {
+            return Err(RingError::ReadOnly);
+        }
+        let h = ring.header();
+        h.magic.store(MAGIC, Ordering::Relaxed);
+        h.version.store(RING_VERSION, Ordering::Relaxed);
+        h.capacity.store(capacity, Ordering::Relaxed);
+        h.frame_bytes.store(frame_bytes as u32, Ordering::Relaxed);
+        h.write_index.store(0, Ordering::Relaxed);
+        h.read_index.store(0, Ordering::Release);
+        Ok(ring)
+    }
+
+    /// Attaches to a ring the peer created, checking its header against the agreed geometry
+    /// and that both indices start at zero.
+    pub fn attach(map: Mapping, capacity: u64, frame_bytes: usize) -> Result<Ring, RingError> {
+        let ring = Ring::checked(map, capacity, frame_bytes)?;
+        let h = ring.header();
+        if h.magic.load(Ordering::Acquire) != MAGIC {
+            return Err(RingError::Header("bad magic"));
+        }
+        if h.version.load(Ordering::Relaxed) != RING_VERSION {
+            return Err(RingError::Header("unsupported version"));
+        }
+        if h.capacity.load(Ordering::Relaxed) != capacity
+            || h.frame_bytes.load(Ordering::Relaxed) as usize != frame_bytes
+        {
+            return Err(RingError::Header("geometry differs from the request"));
+        }
+        let (w, r) = (h.write_index.load(Ordering::Acquire), h.read_index.load(Ordering::Acquire));
+        readable(w, r, capacity)?;
+        Ok(ring)
+    }
+
+    fn checked(map: Mapping, capacity: u64, frame_bytes: usize) -> Result<Ring, RingError> {
+        let expected = ring_bytes(capacity, frame_bytes)?;
+        if map.len() != expected {
+            return Err(RingError::Size { expected, actual: map.len() });
+        }
+        Ok(Ring { map, capacity, frame_bytes })
+    }
+
+    fn header(&self) -> &RingHeader {
+        // SAFETY: the mapping is at least HEADER_BYTES long (checked in `checked`) and
+        // page-aligned, so it satisfies RingHeader's size and 64-byte alignment. Every field is
+        // an atomic or padding, so concurrent writes by the peer are not data races, and any
+        // bit pattern is a valid value. Atomic loads from a read-only mapping are plain loads
+        // on the 64-bit targets we support.
+        unsafe { &*(self.map.as_ptr() as *const RingHeader) }
+    }
+
+    /// Capacity in frames.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes per frame.
+    pub fn frame_bytes(&self) -> usize {
+        self.frame_bytes
+    }
+
+    /// Loads the writer's index (Acquire). Untrusted when the peer writes.
+    pub fn load_write(&self) -> u64 {
+        self.header().write_index.load(Ordering::Acquire)
+    }
+
+    /// Loads the reader's index (Acquire). Untrusted when the peer reads.
+    pub fn load_read(&self) -> u64 {
+        self.header().read_index.load(Ordering::Acquire)
+    }
+
+    /// Publishes the writer's index (Release), after the frames are copied in.
+    pub fn store_write(&self, index: u64) -> Result<(), RingError> {
+        self.ensure_writable()?;
+        self.header().write_index.store(index, Ordering::Release);
+        Ok(())
+    }
+
+    /// Publishes the reader's index (Release), after the frames are copied out.
+    pub fn store_read(&self, index: u64) -> Result<(), RingError> {
+        self.ensure_writable()?;
+        self.header().read_index.store(index, Ordering::Release);
+        Ok(())
+    }
+
+    fn ensure_writable(&self) -> Result<(), RingError> {
+        if self.map.writable() {
+            Ok(())
+        } else {
+            Err(RingError::ReadOnly)
+        }
+    }
+
+    fn frames_of(&self, bytes: usize) -> Result<u64, RingError> {
+        let frames = (bytes / self.frame_bytes) as u64;
+        if bytes % self.frame_bytes != 0 || frames > self.capacity {
+            return Err(RingError::Geometry { capacity: frames, frame_bytes: self.frame_bytes });
+        }
+        Ok(frames)
+    }
+
+    /// Copies whole frames starting at frame `index` into `dst` (its length decides how many).
+    pub fn copy_out(&self, index: u64, dst: &mut [u8]) -> Result<(), RingError> {
+        let frames = self.frames_of(dst.len())?;
+        let mut done = 0usize;
+        for (slot, n) in spans(index, frames, self.capacity) {
+            let len = n as usize * self.frame_bytes;
+            if len == 0 {
+                continue;
+            }
+            let off = HEADER_BYTES + slot as usize * self.frame_bytes;
+            // SAFETY: `spans` keeps slot+n <= capacity, so [off, off+len) lies inside the data
+            // area of the mapping, whose length `checked` verified; `dst[done..done+len]` is in
+            // bounds because the spans add up to `frames` = dst.len()/frame_bytes. We copy raw
+            // bytes and never form a reference into shared memory, so a peer writing the same
+            // bytes concurrently (a protocol violation) yields garbage audio, not UB in our
+            // address space.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.map.as_ptr().add(off),
+                    dst.as_mut_ptr().add(done),
+                    len,
+                );
+            }
+            done += len;
+        }
+        Ok(())
+    }
+
+    /// Copies whole frames from `src` into the ring starting at frame `index`.
+    pub fn copy_in(&self, index: u64, src: &[u8]) -> Result<(), RingError> {
+        self.ensure_writable()?;
+        let frames = self.frames_of(src.len())?;
+        let mut done = 0usize;
+        for (slot, n) in spans(index, frames, self.capacity) {
+            let len = n as usize * self.frame_bytes;
+            if len == 0 {
+                continue;
+            }
+            let off = HEADER_BYTES + slot as usize * self.frame_bytes;
+            // SAFETY: bounds as in `copy_out`; the mapping is writable (checked above).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    src.as_ptr().add(done),
+                    self.map.as_ptr().add(off),
+                    len,
+                );
+            }
+            done += len;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm;
+    use std::os::fd::AsFd;
+
+    fn ring(capacity: u64, frame_bytes: usize) -> (std::os::fd::OwnedFd, Ring) {
+        let size = ring_bytes(capacity, frame_bytes).unwrap();
+        let fd = shm::create_sealed("ring-test", size).unwrap();
+        let map = Mapping::new(fd.as_fd(), size, true).unwrap();
+        (fd, Ring::init(map, capacity, frame_bytes).unwrap())
+    }
+
+    #[test]
+    fn index_arithmetic() {
+        assert_eq!(readable(10, 4, 8), Ok(6));
+        assert!(readable(13, 4, 8).is_err(), "more than capacity ahead");
+        assert!(readable(3, 4, 8).is_err(), "writer behind reader");
+        assert!(readable(u64::MAX, 0, 8).is_err());
+        assert_eq!(spans(6, 4, 8), [(6, 2), (0, 2)]);
+        assert_eq!(spans(16, 8, 8), [(0, 8), (0, 0)]);
+        assert_eq!(record_valid_from(20, 8), 12);
+        assert_eq!(record_valid_from(3, 8), 0);
+    }
+
+    #[test]
+    fn spans_cover_exactly_for_all_small_cases() {
+        for capacity in 1..9u64 {
+            for index in 0..20u64 {
+                for frames in 0..=capacity {
+                    let [(s1, n1), (s2, n2)] = spans(index, frames, capacity);
+                    assert_eq!(n1 + n2, frames);
+                    assert!(s1 + n1 <= capacity && s2 + n2 <= capacity);
+                    assert_eq!(s1, index % capacity);
+                    if n2 > 0 {
+                        assert_eq!(s1 + n1, capacity);
+                        assert_eq!(s2, 0);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn copies_wrap_around() {
+        let (fd, w) = ring(4, 2);
+        let size = ring_bytes(4, 2).unwrap();
+        let r = Ring::attach(Mapping::new(fd.as_fd(), size, true).unwrap(), 4, 2).unwrap();
+        w.copy_in(0, &[1, 1, 2, 2, 3, 3]).unwrap();
+        w.store_write(3).unwrap();
+        let mut out = [0u8; 6];
+        r.copy_out(0, &mut out).unwrap();
+        assert_eq!(out, [1, 1, 2, 2, 3, 3]);
+        r.store_read(3).unwrap();
+        w.copy_in(3, &[4, 4, 5, 5, 6, 6]).unwrap();
+        w.store_write(6).unwrap();
+        assert_eq!(readable(r.load_write(), 3, 4), Ok(3));
+        r.copy_out(3, &mut out).unwrap();
+        assert_eq!(out, [4, 4, 5, 5, 6, 6]);
+        assert!(r.copy_out(0, &mut [0u8; 3]).is_err(), "partial frame");
+        assert!(r.copy_out(0, &mut [0u8; 10]).is_err(), "more than capacity");
+    }
+
+    #[test]
+    fn attach_checks_header() {
+        let (fd, w) = ring(4, 2);
+        let size = ring_bytes(4, 2).unwrap();
+        let map = || Mapping::new(fd.as_fd(), size, true).unwrap();
+        assert!(matches!(Ring::attach(map(), 4, 4), Err(RingError::Size { .. })));
+        w.store_write(100).unwrap();
+        assert!(matches!(Ring::attach(map(), 4, 2), Err(RingError::BadIndex { .. })));
+        w.store_write(0).unwrap();
+        assert!(Ring::attach(map(), 4, 2).is_ok());
+    }
+
+    #[test]
+    fn read_only_ring_refuses_writes() {
+        let size = ring_bytes(4, 2).unwrap();
+        let (fd, map) = shm::create_read_only_for_peer("rec", size).unwrap();
+        let _w = Ring::init(map, 4, 2).unwrap();
+        let r = Ring::attach(Mapping::new(fd.as_fd(), size, false).unwrap(), 4, 2).unwrap();
+        assert_eq!(r.store_read(1), Err(RingError::ReadOnly));
+        assert_eq!(r.copy_in(0, &[0, 0]), Err(RingError::ReadOnly));
+    }
+}

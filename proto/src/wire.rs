@@ -1,0 +1,333 @@
+//! Wire messages and their encoding. Only this module knows the encoding (postcard).
+//!
+//! Every datagram on a soundgate socket is one message. A client sends [`ClientMsg`]s, each with
+//! an id the reply repeats; the server sends [`ServerMsg`]s: replies and unsolicited events.
+//! The first request on a connection must be [`Request::Hello`] with [`PROTOCOL_VERSION`].
+//! File descriptors travel beside a message as SCM_RIGHTS; which request carries which fds is
+//! said on each variant.
+
+use crate::format::StreamSpec;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Version of this protocol; the server refuses any other in the handshake.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Hard cap on one datagram's size, in bytes. A larger one ends the connection.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// Most file descriptors one message may carry.
+pub const MAX_FDS: usize = 4;
+/// Longest client-declared name (bytes); longer ones are refused.
+pub const MAX_NAME: usize = 256;
+
+/// Identifies a stream on one server.
+pub type StreamId = u32;
+/// Identifies a client connection on one server.
+pub type ClientId = u32;
+
+/// A request with the id its reply will carry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClientMsg {
+    /// Chosen by the client; echoed in the reply.
+    pub id: u32,
+    /// The request.
+    pub req: Request,
+}
+
+/// Everything a client can ask of the server on the native socket.
+///
+/// Each request is checked by the server's policy for the connection's identity before it acts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Request {
+    /// Handshake; must come first. `name` is a label only, never an identity.
+    Hello { version: u32, name: String },
+    /// Server name, version, default devices.
+    ServerInfo,
+    /// Sinks the client may use.
+    ListSinks,
+    /// Sources (capture devices and monitors) the client may see.
+    ListSources,
+    /// The client's own streams.
+    ListStreams,
+    /// Create a playback stream. Carries two fds: a sealed memfd holding the ring
+    /// (see [`crate::ring`]) and an eventfd the server writes when it consumed frames.
+    /// `spec.rate` must equal the sink's rate (the client library resamples).
+    CreatePlayback {
+        name: String,
+        sink: Option<String>,
+        spec: StreamSpec,
+        capacity_frames: u64,
+        volume: f32,
+        muted: bool,
+        corked: bool,
+    },
+    /// Create a record stream. The reply carries two fds: a read-only ring memfd created and
+    /// sealed by the server, and an eventfd the server writes when it produced frames.
+    CreateRecord {
+        name: String,
+        source: Option<String>,
+        spec: StreamSpec,
+        capacity_frames: u64,
+    },
+    /// Set a stream's linear volume (0.0..=4.0).
+    SetVolume { stream: StreamId, volume: f32 },
+    /// Mute or unmute a stream.
+    SetMute { stream: StreamId, muted: bool },
+    /// Pause (cork) or resume a stream.
+    Cork { stream: StreamId, corked: bool },
+    /// Mark a playback stream as draining: running out of data is then no underrun. The
+    /// client waits for the ring to empty on its eventfd.
+    Drain { stream: StreamId },
+    /// Counters and state of one stream.
+    StreamInfo { stream: StreamId },
+    /// Delete a stream.
+    DeleteStream { stream: StreamId },
+    /// Admin: make a sink the default.
+    SetDefaultSink { sink: String },
+    /// Admin: suspend or resume a sink.
+    SuspendSink { sink: String, suspend: bool },
+    /// Admin: set a sink's volume.
+    SetSinkVolume { sink: String, volume: f32 },
+}
+
+/// A message from the server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum ServerMsg {
+    /// The answer to request `id`.
+    Reply { id: u32, result: Result<Reply, WireError> },
+    /// Something happened that concerns this client.
+    Event(Event),
+}
+
+/// Successful answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Reply {
+    /// Handshake accepted.
+    Hello { version: u32, server: String, client: ClientId },
+    /// Done, nothing to report.
+    Ok,
+    /// See [`Request::ServerInfo`].
+    ServerInfo(ServerInfo),
+    /// See [`Request::ListSinks`].
+    Sinks(Vec<DeviceInfo>),
+    /// See [`Request::ListSources`].
+    Sources(Vec<DeviceInfo>),
+    /// See [`Request::ListStreams`].
+    Streams(Vec<StreamInfo>),
+    /// A stream was created. For record streams the reply carries its fds.
+    StreamCreated {
+        stream: StreamId,
+        spec: StreamSpec,
+        capacity_frames: u64,
+        /// Frames the device consumes or produces per cycle.
+        quantum: u32,
+    },
+    /// See [`Request::StreamInfo`].
+    Stream(StreamInfo),
+}
+
+/// Server-wide facts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServerInfo {
+    pub name: String,
+    pub version: String,
+    pub protocol: u32,
+    pub default_sink: Option<String>,
+    pub default_source: Option<String>,
+}
+
+/// Whether a device plays or captures.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// Plays the mix of its playback streams.
+    Sink,
+    /// Captures from hardware (a microphone).
+    Capture,
+    /// Carries the mix of a sink.
+    Monitor,
+}
+
+/// A sink or source.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub kind: DeviceKind,
+    /// Backend name: `null`, `file`, `alsa`.
+    pub backend: String,
+    pub spec: StreamSpec,
+    /// Frames per engine cycle.
+    pub quantum: u32,
+    pub is_default: bool,
+    pub suspended: bool,
+    /// For a monitor, the sink it watches.
+    pub monitor_of: Option<String>,
+}
+
+/// Direction of a stream.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Direction {
+    Playback,
+    Record,
+}
+
+/// A stream's state and counters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StreamInfo {
+    pub id: StreamId,
+    pub client: ClientId,
+    pub name: String,
+    pub direction: Direction,
+    /// Sink or source name.
+    pub device: String,
+    pub spec: StreamSpec,
+    pub volume: f32,
+    pub muted: bool,
+    pub corked: bool,
+    /// Times the stream ran dry while playing.
+    pub underruns: u64,
+    /// Frames the engine has consumed from (playback) or written to (record) the ring.
+    pub frames: u64,
+    /// Latest peak level (0.0..=1.0) after gain.
+    pub peak: f32,
+}
+
+/// Events the server pushes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum Event {
+    /// A stream's underrun counter rose.
+    Underrun { stream: StreamId, underruns: u64 },
+    /// The server ended a stream (a protocol error in its ring, a revoked grant, a removed
+    /// device). The stream id is no longer valid.
+    StreamEnded { stream: StreamId, error: WireError },
+}
+
+/// Kinds of failure, stable on the wire; tools map them to exit codes.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Policy refused it.
+    Denied,
+    /// No such object, or not one the client may see.
+    NotFound,
+    /// A quota is exhausted.
+    Quota,
+    /// The object is busy or the server is overloaded; retrying later may help.
+    Busy,
+    /// The client broke the protocol (malformed message, bad fd, bad ring index).
+    Protocol,
+    /// A well-formed request with an unacceptable argument.
+    Invalid,
+    /// Something failed inside the server.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Short lower-case name, used as the prefix of error messages (`permission denied`).
+    pub const fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Denied => "permission denied",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Quota => "quota exceeded",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Protocol => "protocol error",
+            ErrorKind::Invalid => "invalid argument",
+            ErrorKind::Internal => "internal error",
+        }
+    }
+}
+
+/// An error as sent on the wire: a kind and a human sentence.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+pub struct WireError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl WireError {
+    /// Builds an error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        WireError { kind, message: message.into() }
+    }
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.label(), self.message)
+    }
+}
+
+/// Failure to encode or decode a message.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The bytes are not a valid message.
+    #[error("malformed message: {0}")]
+    Malformed(#[from] postcard::Error),
+    /// The encoded message would exceed [`MAX_MESSAGE`].
+    #[error("message of {0} bytes exceeds the {MAX_MESSAGE}-byte cap")]
+    TooLarge(usize),
+}
+
+/// Encodes a message.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
+    let bytes = postcard::to_stdvec(msg)?;
+    if bytes.len() > MAX_MESSAGE {
+        return Err(CodecError::TooLarge(bytes.len()));
+    }
+    Ok(bytes)
+}
+
+/// Decodes a message; trailing bytes make it malformed.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
+    if bytes.len() > MAX_MESSAGE {
+        return Err(CodecError::TooLarge(bytes.len()));
+    }
+    let (msg, rest) = postcard::take_from_bytes(bytes)?;
+    if !rest.is_empty() {
+        return Err(CodecError::Malformed(postcard::Error::DeserializeBadEncoding));
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::SampleFormat;
+
+    #[test]
+    fn round_trip() {
+        let msg = ClientMsg {
+            id: 7,
+            req: Request::CreatePlayback {
+                name: "music".into(),
+                sink: Some("speakers".into()),
+                spec: StreamSpec { format: SampleFormat::S16Le, rate: 48_000, channels: 2 },
+                capacity_frames: 4800,
+                volume: 0.5,
+                muted: false,
+                corked: false,
+            },
+        };
+        let bytes = encode(&msg).unwrap();
+        assert!(bytes.len() < 64, "encoding should be compact, got {} bytes", bytes.len());
+        assert_eq!(decode::<ClientMsg>(&bytes).unwrap(), msg);
+    }
+
+    #[test]
+    fn garbage_and_trailing_bytes_are_malformed() {
+        assert!(decode::<ClientMsg>(&[0xff; 16]).is_err());
+        let mut bytes = encode(&ClientMsg { id: 1, req: Request::ServerInfo }).unwrap();
+        bytes.push(0);
+        assert!(matches!(decode::<ClientMsg>(&bytes), Err(CodecError::Malformed(_))));
+    }
+
+    #[test]
+    fn oversized_is_refused() {
+        let big = ClientMsg { id: 1, req: Request::Hello { version: 1, name: "x".repeat(MAX_MESSAGE) } };
+        assert!(matches!(encode(&big), Err(CodecError::TooLarge(_))));
+    }
+
+    #[test]
+    fn error_display_names_kind() {
+        let e = WireError::new(ErrorKind::Denied, "recording from default.monitor needs a grant");
+        assert_eq!(e.to_string(), "permission denied: recording from default.monitor needs a grant");
+    }
+}
