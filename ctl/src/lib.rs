@@ -1,1 +1,16 @@
-//! ctl
+//! soundgate-ctl: the library behind the soundgate command-line tools.
+//!
+//! - [`sgcat`]: the command line and the work of `sgcat` (play and record);
+//! - [`audio`]: WAV/FLAC/raw PCM input and WAV/raw PCM output;
+//! - [`exit`]: one error line and an exit code from the server's error kind, for every tool.
+//!
+//! **Architecture invariant:** this crate talks to the server only through
+//! `soundgate_proto::client`; it never depends on the daemon.
+
+#![forbid(unsafe_code)]
+
+pub mod audio;
+pub mod exit;
+pub mod sgcat;
+
+use soundgate_proto::client;

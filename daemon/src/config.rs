@@ -1,1 +1,953 @@
-//! (being written)
+//! The configuration file (`/etc/soundgate/soundgate.toml`; see `soundgate.toml(5)`).
+//!
+//! [`Config::load`] reads, parses and validates it in one go. Every error names the file and
+//! the line it is about (`FILE:LINE: reason`): TOML syntax and type errors take the line from
+//! the parser's span, semantic ones from [`toml::Spanned`] values kept while parsing. Unknown
+//! keys are errors, so a misspelt key never silently falls back to a default.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use soundgate_proto::{SampleFormat, StreamSpec};
+use toml::Spanned;
+
+use crate::policy::{Action, Rule, RuleDecision};
+
+/// The whole configuration, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Sinks, in file order; exactly one has `default == true`.
+    pub sinks: Vec<SinkConfig>,
+    /// Policy rules, in file order (first match wins).
+    pub rules: Vec<Rule>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Engine settings.
+    pub engine: EngineConfig,
+    /// The file it came from (`None` for the built-in default).
+    pub source_path: Option<PathBuf>,
+}
+
+/// One `[[sink]]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SinkConfig {
+    /// Unique name: `[A-Za-z0-9_.-]`, 1 to 64 characters, not ending in `.monitor`.
+    pub name: String,
+    /// Where the mix goes.
+    pub backend: SinkBackend,
+    /// The device's format, rate and channels.
+    pub spec: StreamSpec,
+    /// Frames per engine cycle (16..=8192).
+    pub quantum: u32,
+    /// Whether this is the default sink.
+    pub default: bool,
+}
+
+/// A sink's backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SinkBackend {
+    /// Timer-paced, discards the mix.
+    Null,
+    /// Timer-paced, writes the mix to a WAV file.
+    File {
+        /// Absolute path of the WAV file.
+        path: PathBuf,
+    },
+}
+
+/// Resource limits (`[limits]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Streams one client connection may have open (default 32).
+    pub streams_per_client: usize,
+    /// Streams all connections of one uid may have open (default 64).
+    pub streams_per_uid: usize,
+    /// Streams in the whole server (default 1024).
+    pub streams_total: usize,
+    /// Connections one uid may have open (default 64).
+    pub connections_per_uid: usize,
+    /// Largest buffer latency a stream may ask for, in milliseconds (default 2000).
+    pub max_latency_ms: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            streams_per_client: 32,
+            streams_per_uid: 64,
+            streams_total: 1024,
+            connections_per_uid: 64,
+            max_latency_ms: 2000,
+        }
+    }
+}
+
+/// Engine settings (`[engine]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// SCHED_FIFO priority of the engine threads (1..=99); `None`: no real-time scheduling.
+    pub realtime_priority: Option<i32>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            realtime_priority: Some(20),
+        }
+    }
+}
+
+/// Why a config could not be used. Display reads `FILE:LINE: reason` (or `FILE: reason` when
+/// the whole file is at fault).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is writable by users other than its owner, so its rules cannot be trusted.
+    #[error("{}: is writable by other users; refusing to trust it (chmod go-w)", path.display())]
+    Insecure {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Not valid TOML, or a value of the wrong type or an unknown key.
+    #[error("{}:{line}: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// Valid TOML that says something impossible (duplicate sink, unknown group, …).
+    #[error("{}:{line}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The line the error is about, if it is about one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Syntax { line, .. } | ConfigError::Invalid { line, .. } => Some(*line),
+            ConfigError::Read { .. } | ConfigError::Insecure { .. } => None,
+        }
+    }
+}
+
+const DEFAULT_RATE: u32 = 48_000;
+const DEFAULT_CHANNELS: u8 = 2;
+const DEFAULT_FORMAT: SampleFormat = SampleFormat::F32Le;
+const DEFAULT_QUANTUM: u32 = 512;
+const QUANTUM_RANGE: Range<i64> = 16..8193;
+const MAX_COUNT: i64 = 1 << 20;
+const MAX_LATENCY_MS: i64 = 60_000;
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let read_err = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let meta = file.metadata().map_err(read_err)?;
+        if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o022 != 0 {
+            return Err(ConfigError::Insecure {
+                path: path.to_path_buf(),
+            });
+        }
+        let text = std::io::read_to_string(file).map_err(read_err)?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `origin` names it in errors and rule origins.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let cx = Cx { text, path: origin };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_path_buf(),
+            line: e.span().map_or(1, |s| cx.line(s.start)),
+            message: e.message().trim_end().to_string(),
+        })?;
+        let engine = cx.engine(raw.engine)?;
+        let limits = cx.limits(raw.limits)?;
+        let mut sinks = cx.sinks(&raw.sink)?;
+        if sinks.is_empty() {
+            sinks = Config::builtin_default().sinks;
+        }
+        let rules = raw
+            .rule
+            .iter()
+            .map(|r| cx.rule(r))
+            .collect::<Result<_, _>>()?;
+        Ok(Config {
+            sinks,
+            rules,
+            limits,
+            engine,
+            source_path: Some(origin.to_path_buf()),
+        })
+    }
+
+    /// The configuration used without a file: one null sink `default` (48000 Hz, 2 channels,
+    /// f32le, quantum 512), no rules, default limits and engine settings.
+    pub fn builtin_default() -> Config {
+        Config {
+            sinks: vec![SinkConfig {
+                name: "default".to_string(),
+                backend: SinkBackend::Null,
+                spec: StreamSpec {
+                    format: DEFAULT_FORMAT,
+                    rate: DEFAULT_RATE,
+                    channels: DEFAULT_CHANNELS,
+                },
+                quantum: DEFAULT_QUANTUM,
+                default: true,
+            }],
+            rules: Vec::new(),
+            limits: Limits::default(),
+            engine: EngineConfig::default(),
+            source_path: None,
+        }
+    }
+
+    /// The default sink.
+    pub fn default_sink(&self) -> Option<&SinkConfig> {
+        self.sinks.iter().find(|s| s.default)
+    }
+}
+
+// ---- the file as written -------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    engine: Option<RawEngine>,
+    limits: Option<RawLimits>,
+    #[serde(default)]
+    sink: Vec<Spanned<RawSink>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEngine {
+    realtime_priority: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    streams_per_client: Option<Spanned<i64>>,
+    streams_per_uid: Option<Spanned<i64>>,
+    streams_total: Option<Spanned<i64>>,
+    connections_per_uid: Option<Spanned<i64>>,
+    max_latency_ms: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSink {
+    name: Spanned<String>,
+    backend: Option<Spanned<String>>,
+    path: Option<Spanned<PathBuf>>,
+    rate: Option<Spanned<i64>>,
+    channels: Option<Spanned<i64>>,
+    format: Option<Spanned<String>>,
+    quantum: Option<Spanned<i64>>,
+    default: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    app: Option<Spanned<String>>,
+    uid: Option<Spanned<i64>>,
+    user: Option<Spanned<String>>,
+    group: Option<Spanned<toml::Value>>,
+    action: Spanned<String>,
+    target: Option<Spanned<String>>,
+    decision: Spanned<String>,
+}
+
+// ---- validation ----------------------------------------------------------------------
+
+/// The text being validated, to turn spans into lines.
+struct Cx<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Cx<'_> {
+    fn line(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: self.line(span.start),
+            message: message.into(),
+        }
+    }
+
+    fn engine(&self, raw: Option<RawEngine>) -> Result<EngineConfig, ConfigError> {
+        let Some(prio) = raw.and_then(|e| e.realtime_priority) else {
+            return Ok(EngineConfig::default());
+        };
+        let realtime_priority = match prio.get_ref() {
+            toml::Value::Integer(0) => None,
+            toml::Value::Integer(n @ 1..=99) => i32::try_from(*n).ok(),
+            toml::Value::String(s) if s == "off" => None,
+            _ => {
+                return Err(self.err(
+                    prio.span(),
+                    "engine: realtime_priority must be 1..=99, or 0 or \"off\" to disable it",
+                ))
+            }
+        };
+        Ok(EngineConfig { realtime_priority })
+    }
+
+    fn count(
+        &self,
+        v: &Option<Spanned<i64>>,
+        key: &str,
+        default: usize,
+    ) -> Result<usize, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(v) => match usize::try_from(*v.get_ref()) {
+                Ok(n) if (1..=MAX_COUNT as usize).contains(&n) => Ok(n),
+                _ => Err(self.err(v.span(), format!("limits: {key} must be 1..={MAX_COUNT}"))),
+            },
+        }
+    }
+
+    fn limits(&self, raw: Option<RawLimits>) -> Result<Limits, ConfigError> {
+        let d = Limits::default();
+        let Some(raw) = raw else { return Ok(d) };
+        let max_latency_ms = match &raw.max_latency_ms {
+            None => d.max_latency_ms,
+            Some(v) => match u32::try_from(*v.get_ref()) {
+                Ok(n) if (1..=MAX_LATENCY_MS as u32).contains(&n) => n,
+                _ => {
+                    return Err(self.err(
+                        v.span(),
+                        format!("limits: max_latency_ms must be 1..={MAX_LATENCY_MS}"),
+                    ))
+                }
+            },
+        };
+        Ok(Limits {
+            streams_per_client: self.count(
+                &raw.streams_per_client,
+                "streams_per_client",
+                d.streams_per_client,
+            )?,
+            streams_per_uid: self.count(
+                &raw.streams_per_uid,
+                "streams_per_uid",
+                d.streams_per_uid,
+            )?,
+            streams_total: self.count(&raw.streams_total, "streams_total", d.streams_total)?,
+            connections_per_uid: self.count(
+                &raw.connections_per_uid,
+                "connections_per_uid",
+                d.connections_per_uid,
+            )?,
+            max_latency_ms,
+        })
+    }
+
+    fn sinks(&self, raw: &[Spanned<RawSink>]) -> Result<Vec<SinkConfig>, ConfigError> {
+        let mut sinks: Vec<SinkConfig> = Vec::with_capacity(raw.len());
+        let mut lines: HashMap<String, usize> = HashMap::new();
+        let mut default_line: Option<(String, usize)> = None;
+        for s in raw {
+            let s = s.get_ref();
+            let sink = self.sink(s)?;
+            let line = self.line(s.name.span().start);
+            if let Some(first) = lines.get(&sink.name) {
+                return Err(self.err(
+                    s.name.span(),
+                    format!(
+                        "duplicate sink {:?} (first defined on line {first})",
+                        sink.name
+                    ),
+                ));
+            }
+            lines.insert(sink.name.clone(), line);
+            if sink.default {
+                if let Some((other, other_line)) = &default_line {
+                    let span = s.default.as_ref().map_or(s.name.span(), Spanned::span);
+                    return Err(self.err(
+                        span,
+                        format!(
+                            "sink {:?}: only one sink can be the default, and sink {other:?} \
+                             (line {other_line}) already is",
+                            sink.name
+                        ),
+                    ));
+                }
+                default_line = Some((sink.name.clone(), line));
+            }
+            sinks.push(sink);
+        }
+        if default_line.is_none() {
+            if let Some(first) = sinks.first_mut() {
+                first.default = true;
+            }
+        }
+        Ok(sinks)
+    }
+
+    fn sink(&self, s: &RawSink) -> Result<SinkConfig, ConfigError> {
+        let name = s.name.get_ref().clone();
+        if let Err(why) = check_device_name(&name, false) {
+            return Err(self.err(s.name.span(), format!("sink {name:?}: {why}")));
+        }
+        let backend_name = s.backend.as_ref().map_or("null", |b| b.get_ref().as_str());
+        let backend_span = s.backend.as_ref().map_or(s.name.span(), Spanned::span);
+        let backend =
+            match (backend_name, &s.path) {
+                ("null", None) => SinkBackend::Null,
+                ("null", Some(p)) => {
+                    return Err(self.err(
+                        p.span(),
+                        format!("sink {name:?}: path is only for backend \"file\""),
+                    ))
+                }
+                ("file", None) => {
+                    return Err(self.err(
+                        backend_span,
+                        format!("sink {name:?}: backend \"file\" needs a path"),
+                    ))
+                }
+                ("file", Some(p)) => {
+                    if !p.get_ref().is_absolute() {
+                        return Err(self.err(
+                            p.span(),
+                            format!("sink {name:?}: path {:?} must be absolute", p.get_ref()),
+                        ));
+                    }
+                    SinkBackend::File {
+                        path: p.get_ref().clone(),
+                    }
+                }
+                (other, _) => return Err(self.err(
+                    backend_span,
+                    format!(
+                        "sink {name:?}: unknown backend {other:?} (expected \"null\" or \"file\")"
+                    ),
+                )),
+            };
+        let format = match &s.format {
+            None => DEFAULT_FORMAT,
+            Some(f) => f
+                .get_ref()
+                .parse::<SampleFormat>()
+                .map_err(|e| self.err(f.span(), format!("sink {name:?}: {e}")))?,
+        };
+        let range = |v: &Spanned<i64>, lo: i64, hi: i64, what: &str| {
+            let n = *v.get_ref();
+            if (lo..=hi).contains(&n) {
+                Ok(n)
+            } else {
+                Err(self.err(
+                    v.span(),
+                    format!("sink {name:?}: {what} {n} is outside {lo}..={hi}"),
+                ))
+            }
+        };
+        let rate = match &s.rate {
+            None => DEFAULT_RATE,
+            Some(r) => {
+                let (lo, hi) = (
+                    soundgate_proto::format::MIN_RATE,
+                    soundgate_proto::format::MAX_RATE,
+                );
+                range(r, lo.into(), hi.into(), "sample rate")? as u32
+            }
+        };
+        let channels = match &s.channels {
+            None => DEFAULT_CHANNELS,
+            Some(c) => range(
+                c,
+                1,
+                soundgate_proto::format::MAX_CHANNELS.into(),
+                "channel count",
+            )? as u8,
+        };
+        let quantum = match &s.quantum {
+            None => DEFAULT_QUANTUM,
+            Some(q) => range(q, QUANTUM_RANGE.start, QUANTUM_RANGE.end - 1, "quantum")? as u32,
+        };
+        let spec = StreamSpec {
+            format,
+            rate,
+            channels,
+        };
+        // Belt and braces: the ranges above are the proto's own.
+        if let Err(e) = spec.validate() {
+            return Err(self.err(s.name.span(), format!("sink {name:?}: {e}")));
+        }
+        Ok(SinkConfig {
+            name,
+            backend,
+            spec,
+            quantum,
+            default: s.default.as_ref().is_some_and(|d| *d.get_ref()),
+        })
+    }
+
+    fn rule(&self, spanned: &Spanned<RawRule>) -> Result<Rule, ConfigError> {
+        let r = spanned.get_ref();
+        let action: Action = r
+            .action
+            .get_ref()
+            .parse()
+            .map_err(|e| self.err(r.action.span(), format!("rule: {e}")))?;
+        let decision: RuleDecision = r
+            .decision
+            .get_ref()
+            .parse()
+            .map_err(|e| self.err(r.decision.span(), format!("rule: {e}")))?;
+        if let Some(app) = &r.app {
+            check_app_pattern(app.get_ref())
+                .map_err(|why| self.err(app.span(), format!("rule: {why}")))?;
+        }
+        if let Some(t) = &r.target {
+            check_device_name(t.get_ref(), true).map_err(|why| {
+                self.err(t.span(), format!("rule: target {:?}: {why}", t.get_ref()))
+            })?;
+        }
+        let uid = match (&r.uid, &r.user) {
+            (Some(_), Some(u)) => {
+                return Err(self.err(u.span(), "rule: give uid or user, not both"));
+            }
+            (Some(u), None) => Some(u32::try_from(*u.get_ref()).map_err(|_| {
+                self.err(u.span(), format!("rule: uid {} is not a uid", u.get_ref()))
+            })?),
+            (None, Some(u)) => match nix::unistd::User::from_name(u.get_ref()) {
+                Ok(Some(user)) => Some(user.uid.as_raw()),
+                Ok(None) => {
+                    return Err(self.err(u.span(), format!("rule: unknown user {:?}", u.get_ref())))
+                }
+                Err(e) => {
+                    return Err(self.err(
+                        u.span(),
+                        format!("rule: looking up user {:?} failed: {e}", u.get_ref()),
+                    ))
+                }
+            },
+            (None, None) => None,
+        };
+        let gid = match &r.group {
+            None => None,
+            Some(g) => Some(self.group(g)?),
+        };
+        // The span of a `[[rule]]` table starts at its header.
+        let line = self.line(spanned.span().start);
+        Ok(Rule {
+            app: r.app.as_ref().map(|a| a.get_ref().clone()),
+            uid,
+            gid,
+            action,
+            target: r.target.as_ref().map(|t| t.get_ref().clone()),
+            decision,
+            origin: format!("{}:{line}", self.path.display()),
+        })
+    }
+
+    fn group(&self, g: &Spanned<toml::Value>) -> Result<u32, ConfigError> {
+        match g.get_ref() {
+            toml::Value::Integer(n) => u32::try_from(*n)
+                .map_err(|_| self.err(g.span(), format!("rule: group {n} is not a gid"))),
+            toml::Value::String(name) => match nix::unistd::Group::from_name(name) {
+                Ok(Some(group)) => Ok(group.gid.as_raw()),
+                Ok(None) => Err(self.err(g.span(), format!("rule: unknown group {name:?}"))),
+                Err(e) => Err(self.err(
+                    g.span(),
+                    format!("rule: looking up group {name:?} failed: {e}"),
+                )),
+            },
+            _ => Err(self.err(g.span(), "rule: group must be a group name or a gid")),
+        }
+    }
+}
+
+/// `[A-Za-z0-9_.-]`, 1..=64 characters; a sink name may not end in `.monitor` (that is its
+/// monitor source); a target pattern may end in one `*`.
+fn check_device_name(name: &str, pattern: bool) -> Result<(), String> {
+    let body = if pattern {
+        name.strip_suffix('*').unwrap_or(name)
+    } else {
+        name
+    };
+    if name.is_empty() || name.len() > 64 {
+        return Err("names are 1 to 64 characters long".to_string());
+    }
+    if let Some(c) = body
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(if c == '*' {
+            "`*` is only allowed at the end".to_string()
+        } else {
+            format!("{c:?} is not allowed (use A-Z, a-z, 0-9, _ . -)")
+        });
+    }
+    if !pattern && name.ends_with(".monitor") {
+        return Err("names ending in \".monitor\" are reserved for monitor sources".to_string());
+    }
+    Ok(())
+}
+
+/// `*`, `unknown`, or `flatpak:`/`snap:`/`systemd:`/`exe:` followed by an id, optionally
+/// ending in one `*`.
+fn check_app_pattern(p: &str) -> Result<(), String> {
+    if let Some(i) = p.find('*') {
+        if i + 1 != p.len() {
+            return Err(format!("app {p:?}: `*` is only allowed at the end"));
+        }
+    }
+    if p == "*" || p == "unknown" {
+        return Ok(());
+    }
+    let known = ["flatpak", "snap", "systemd", "exe"];
+    match p.split_once(':') {
+        Some((source, rest)) if known.contains(&source) && !rest.is_empty() => Ok(()),
+        _ => Err(format!(
+            "app {p:?} must be \"unknown\", \"*\", or start with flatpak:, snap:, systemd: or \
+             exe: followed by an id"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/soundgate/soundgate.toml"))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_is_builtin_default() {
+        let c = parse("").unwrap();
+        let d = Config::builtin_default();
+        assert_eq!(c.sinks, d.sinks);
+        assert_eq!(c.limits, d.limits);
+        assert_eq!(c.engine.realtime_priority, Some(20));
+        assert!(c.rules.is_empty());
+        assert_eq!(
+            c.source_path.as_deref(),
+            Some(Path::new("/etc/soundgate/soundgate.toml"))
+        );
+        assert_eq!(d.source_path, None);
+        let s = d.default_sink().unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.quantum, s.spec.rate, s.spec.channels),
+            ("default", 512, 48_000, 2)
+        );
+        assert_eq!(s.spec.format, SampleFormat::F32Le);
+    }
+
+    #[test]
+    fn full_config() {
+        let c = parse(
+            r#"
+[engine]
+realtime_priority = "off"
+
+[limits]
+streams_per_client = 8
+max_latency_ms = 500
+
+[[sink]]
+name = "speakers"
+rate = 44100
+channels = 1
+format = "s16le"
+quantum = 256
+
+[[sink]]
+name = "capture.wav"
+backend = "file"
+path = "/tmp/mix.wav"
+default = true
+
+[[rule]]
+app = "exe:/usr/bin/sgcat"
+uid = 1000
+group = 0
+action = "record"
+target = "speakers*"
+decision = "allow"
+
+[[rule]]
+user = "root"
+action = "suspend"
+decision = "ask"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.engine.realtime_priority, None);
+        assert_eq!(c.limits.streams_per_client, 8);
+        assert_eq!(c.limits.streams_per_uid, 64);
+        assert_eq!(c.limits.max_latency_ms, 500);
+        assert_eq!(c.sinks.len(), 2);
+        assert_eq!(
+            c.sinks[0].spec,
+            StreamSpec {
+                format: SampleFormat::S16Le,
+                rate: 44_100,
+                channels: 1
+            }
+        );
+        assert_eq!(c.sinks[0].quantum, 256);
+        assert!(!c.sinks[0].default);
+        assert_eq!(
+            c.sinks[1].backend,
+            SinkBackend::File {
+                path: "/tmp/mix.wav".into()
+            }
+        );
+        assert!(c.sinks[1].default);
+        assert_eq!(
+            c.rules[0],
+            Rule {
+                app: Some("exe:/usr/bin/sgcat".into()),
+                uid: Some(1000),
+                gid: Some(0),
+                action: Action::Record,
+                target: Some("speakers*".into()),
+                decision: RuleDecision::Allow,
+                origin: "/etc/soundgate/soundgate.toml:22".into(),
+            }
+        );
+        assert_eq!(c.rules[1].uid, Some(0));
+        assert_eq!(c.rules[1].decision, RuleDecision::Ask);
+        assert_eq!(c.rules[1].origin, "/etc/soundgate/soundgate.toml:30");
+    }
+
+    #[test]
+    fn first_sink_is_default_without_one_marked() {
+        let c = parse("[[sink]]\nname = \"a\"\n[[sink]]\nname = \"b\"\n").unwrap();
+        assert_eq!(c.default_sink().unwrap().name, "a");
+        assert_eq!(c.sinks.iter().filter(|s| s.default).count(), 1);
+    }
+
+    #[test]
+    fn realtime_priority_values() {
+        let prio = |v: &str| {
+            parse(&format!("[engine]\nrealtime_priority = {v}\n"))
+                .map(|c| c.engine.realtime_priority)
+        };
+        assert_eq!(prio("0").unwrap(), None);
+        assert_eq!(prio("99").unwrap(), Some(99));
+        assert_eq!(prio("\"off\"").unwrap(), None);
+        for bad in ["100", "-1", "\"on\"", "true"] {
+            let e = prio(bad).unwrap_err();
+            assert_eq!(e.line(), Some(2), "{bad}");
+            assert!(
+                e.to_string().contains("realtime_priority must be 1..=99"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        assert_eq!(
+            err("\n\n[[sink]]\nname = \"out\"\nbackend = \"file\"\n"),
+            "/etc/soundgate/soundgate.toml:5: sink \"out\": backend \"file\" needs a path"
+        );
+        assert_eq!(
+            err("[[sink]]\nname = \"a\"\n[[sink]]\nname = \"a\"\n"),
+            "/etc/soundgate/soundgate.toml:4: duplicate sink \"a\" (first defined on line 2)"
+        );
+        assert!(err(
+            "[[sink]]\nname = \"a\"\ndefault = true\n[[sink]]\nname = \"b\"\ndefault = true\n"
+        )
+        .starts_with(
+            "/etc/soundgate/soundgate.toml:6: sink \"b\": only one sink can be the default"
+        ));
+        assert!(err("[[sink]]\nname = \"x.monitor\"\n")
+            .starts_with("/etc/soundgate/soundgate.toml:2: "));
+        assert!(err("[[sink]]\nname = \"\"\n").contains("1 to 64"));
+        assert!(err("[[sink]]\nname = \"a b\"\n").contains("' ' is not allowed"));
+        assert!(err("[[sink]]\nname = \"n\"\npath = \"/x\"\n")
+            .contains(":3: sink \"n\": path is only for backend \"file\""));
+        assert!(
+            err("[[sink]]\nname = \"n\"\nbackend = \"file\"\npath = \"x.wav\"\n")
+                .contains(":4: sink \"n\": path \"x.wav\" must be absolute")
+        );
+        assert!(err("[[sink]]\nname = \"n\"\nbackend = \"alsa\"\n")
+            .contains(":3: sink \"n\": unknown backend \"alsa\""));
+        assert!(err("[[sink]]\nname = \"n\"\nchannels = 9\n")
+            .contains(":3: sink \"n\": channel count 9 is outside 1..=8"));
+        assert!(err("[[sink]]\nname = \"n\"\nquantum = 8\n")
+            .contains(":3: sink \"n\": quantum 8 is outside 16..=8192"));
+        assert!(err("[limits]\nstreams_total = 0\n").contains(":2: limits: streams_total must be"));
+        assert!(
+            err("[limits]\nmax_latency_ms = -5\n").contains(":2: limits: max_latency_ms must be")
+        );
+        assert!(
+            err("[[rule]]\naction = \"record\"\ndecision = \"allow\"\napp = \"firefox\"\n")
+                .contains(":4: rule: app \"firefox\" must be")
+        );
+        assert!(err(
+            "[[rule]]\naction = \"record\"\ndecision = \"allow\"\napp = \"exe:*/sgcat\"\n"
+        )
+        .contains("only allowed at the end"));
+        assert!(
+            err("[[rule]]\naction = \"record\"\ndecision = \"allow\"\ntarget = \"a*b\"\n")
+                .contains(":4: rule: target \"a*b\": `*` is only allowed at the end")
+        );
+        assert!(err("[[rule]]\naction = \"record\"\ndecision = \"maybe\"\n")
+            .contains(":3: rule: unknown decision \"maybe\""));
+        assert!(err(
+            "[[rule]]\naction = \"record\"\ndecision = \"allow\"\nuid = 0\nuser = \"root\"\n"
+        )
+        .contains(":5: rule: give uid or user, not both"));
+        assert!(
+            err("[[rule]]\naction = \"record\"\ndecision = \"allow\"\nuid = -1\n")
+                .contains(":4: rule: uid -1 is not a uid")
+        );
+        assert!(err(
+            "[[rule]]\naction = \"record\"\ndecision = \"allow\"\nuser = \"no-such-user-sg\"\n"
+        )
+        .contains(":4: rule: unknown user"));
+        assert!(
+            err("[[rule]]\naction = \"record\"\ndecision = \"allow\"\ngroup = 1.5\n")
+                .contains(":4: rule: group must be")
+        );
+    }
+
+    #[test]
+    fn syntax_and_type_errors_have_lines() {
+        let e = parse("[limits]\nstreams_total = \n").unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { line: 2, .. }), "{e}");
+        let e = parse("[limits]\n\nstreams_totl = 3\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { line: 3, .. }), "{e}");
+        assert!(
+            e.to_string().contains("unknown field `streams_totl`"),
+            "{e}"
+        );
+        let e = parse("[[rule]]\naction = \"record\"\n").unwrap_err();
+        assert!(e.to_string().contains("missing field `decision`"), "{e}");
+        assert_eq!(e.line(), Some(1), "{e}");
+        let e = parse("[[sink]]\nname = \"a\"\nrate = \"fast\"\n").unwrap_err();
+        assert_eq!(e.line(), Some(3), "{e}");
+        // Messages are one line: the parser's snippet is not repeated.
+        assert!(!e.to_string().contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn load_refuses_unreadable_and_world_writable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        let e = Config::load(&missing).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }));
+        assert!(e
+            .to_string()
+            .starts_with(&format!("{}: cannot read", missing.display())));
+        let open = dir.path().join("open.toml");
+        std::fs::write(&open, "").unwrap();
+        std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        assert!(matches!(
+            Config::load(&open),
+            Err(ConfigError::Insecure { .. })
+        ));
+        std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        assert_eq!(
+            Config::load(&open).unwrap().source_path.as_deref(),
+            Some(open.as_path())
+        );
+    }
+
+    /// Every fixture in `tests/configs/valid` loads; every one in `tests/configs/invalid`
+    /// fails with the message fragment and line its first line announces:
+    /// `# expect: LINE: FRAGMENT`.
+    #[test]
+    fn fixtures() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/configs");
+        let list = |sub: &str| {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(sub))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                .collect();
+            files.sort();
+            files
+        };
+        let valid = list("valid");
+        assert!(valid.len() >= 3, "too few valid fixtures: {valid:?}");
+        for path in &valid {
+            if let Err(e) = Config::load(path) {
+                panic!("{} should load: {e}", path.display());
+            }
+        }
+        let invalid = list("invalid");
+        assert!(invalid.len() >= 8, "too few invalid fixtures: {invalid:?}");
+        for path in &invalid {
+            let text = std::fs::read_to_string(path).unwrap();
+            let expect = text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("# expect: "))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{}: first line must be `# expect: LINE: FRAGMENT`",
+                        path.display()
+                    )
+                });
+            let (line, fragment) = expect.split_once(": ").unwrap();
+            let line: usize = line.parse().unwrap();
+            let e = match Config::load(path) {
+                Ok(_) => panic!("{} should not load", path.display()),
+                Err(e) => e,
+            };
+            let msg = e.to_string();
+            let prefix = format!("{}:{line}: ", path.display());
+            assert!(
+                msg.starts_with(&prefix),
+                "{}: wanted line {line}, got: {msg}",
+                path.display()
+            );
+            assert!(
+                msg.contains(fragment),
+                "{}: wanted {fragment:?}, got: {msg}",
+                path.display()
+            );
+        }
+    }
+}

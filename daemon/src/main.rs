@@ -1,1 +1,89 @@
-fn main() {}
+//! `soundgated`: parse the command line, load the config, start the engines and serve.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use soundgated::cli::Args;
+use soundgated::config::Config;
+use soundgated::core::Core;
+use soundgated::transport;
+use std::sync::Arc;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let args = Args::parse();
+    let level = match args.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    if let Err(e) = run(args) {
+        eprintln!("soundgated: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load_config(args: &Args) -> Result<Config> {
+    let paths = args.paths();
+    if paths.config.exists() || paths.config_explicit {
+        let config = Config::load(&paths.config)?;
+        tracing::info!(config = %paths.config.display(), sinks = config.sinks.len(), rules = config.rules.len(), "configuration loaded");
+        Ok(config)
+    } else {
+        let config = Config::builtin_default();
+        let names: Vec<String> = config.sinks.iter().map(|s| format!("{} ({} {}, quantum {})", s.name, s.spec, "null", s.quantum)).collect();
+        tracing::info!(
+            "no config file at {}; starting with built-in defaults: {}",
+            paths.config.display(),
+            names.join(", ")
+        );
+        Ok(config)
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let paths = args.paths();
+    let config = load_config(&args)?;
+    if args.check_config {
+        println!("{}: ok ({} sinks, {} rules)", paths.config.display(), config.sinks.len(), config.rules.len());
+        return Ok(());
+    }
+    std::fs::create_dir_all(&paths.runtime_dir)
+        .with_context(|| format!("creating runtime directory {}", paths.runtime_dir.display()))?;
+    std::fs::create_dir_all(&paths.state_dir)
+        .with_context(|| format!("creating state directory {}", paths.state_dir.display()))?;
+    if config.sinks.is_empty() {
+        bail!("the configuration declares no sink");
+    }
+    let core = Arc::new(Core::new(&config).context("starting sinks")?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("sg-io")
+        .build()
+        .context("starting the I/O runtime")?;
+    let native = paths.runtime_dir.join("native");
+    let result = rt.block_on(async {
+        let listener = transport::bind(&native, 0o666)?;
+        transport::spawn_housekeeping(&core).context("watching sinks")?;
+        tracing::info!(socket = %native.display(), "soundgated ready");
+        let serve = tokio::spawn(transport::serve_native(Arc::clone(&core), listener));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing SIGTERM handler")?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            r = tokio::signal::ctrl_c() => { r.context("waiting for SIGINT")?; tracing::info!("SIGINT: shutting down") }
+        }
+        serve.abort();
+        anyhow::Ok(())
+    });
+    let _ = std::fs::remove_file(&native);
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    match Arc::try_unwrap(core) {
+        Ok(core) => core.shutdown(),
+        Err(_) => tracing::warn!("connections still hold the core; sinks stop with the process"),
+    }
+    result
+}

@@ -6,10 +6,13 @@
 //! - [`convert`]: sample format conversion and resampling for the client library;
 //! - [`client`]: the blocking client library used by `sgcat` and the tests.
 
+pub mod client;
 pub mod convert;
 pub mod format;
+pub mod resample;
 pub mod ring;
 pub mod shm;
+pub mod sock;
 pub mod wire;
 
 pub use format::{SampleFormat, StreamSpec};

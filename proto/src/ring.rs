@@ -221,7 +221,7 @@ impl Ring {
 
     fn frames_of(&self, bytes: usize) -> Result<u64, RingError> {
         let frames = (bytes / self.frame_bytes) as u64;
-        if bytes % self.frame_bytes != 0 || frames > self.capacity {
+        if !bytes.is_multiple_of(self.frame_bytes) || frames > self.capacity {
             return Err(RingError::Geometry { capacity: frames, frame_bytes: self.frame_bytes });
         }
         Ok(frames)

@@ -83,10 +83,6 @@ pub enum Request {
     DeleteStream { stream: StreamId },
     /// Admin: make a sink the default.
     SetDefaultSink { sink: String },
-    /// Admin: suspend or resume a sink.
-    SuspendSink { sink: String, suspend: bool },
-    /// Admin: set a sink's volume.
-    SetSinkVolume { sink: String, volume: f32 },
 }
 
 /// A message from the server.

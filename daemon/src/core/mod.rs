@@ -1,1 +1,704 @@
-//! (being written)
+//! The mediated core: the object registry (clients, sinks and their monitors, streams) and the
+//! one API every transport calls. Every request carries the connection's [`Subject`] and goes
+//! through [`Policy::check`] before it acts; enumeration is filtered by the same checks, so a
+//! client sees its own streams and the devices it may use, and nothing else.
+//!
+//! **Architecture invariant:** the core knows nothing of sockets or encodings (it takes parsed
+//! [`Request`]s and fds, and returns [`Reply`]s or [`WireError`]s), and it never touches the
+//! real-time thread's state except through [`SinkHandle`]'s queue and the streams' atomics.
+//!
+//! Locking: one `std::sync::Mutex` guards the registry; it is held for short, non-blocking
+//! sections only (never across an await, never by the engine).
+
+use crate::backend;
+use crate::config::{Config, Limits, SinkBackend};
+use crate::engine::{
+    EndReason, PlaybackStream, RecordStream, Retired, SinkHandle, SinkParams, StreamShared,
+};
+use crate::identity::Identity;
+use crate::policy::{Action, Decision, Object, Policy, Subject};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use soundgate_proto::ring::{self, Ring};
+use soundgate_proto::shm::{self, Mapping};
+use soundgate_proto::wire::{
+    ClientId, DeviceInfo, DeviceKind, Direction, ErrorKind, Event, Reply, Request, ServerInfo,
+    ServerMsg, StreamId, StreamInfo, WireError, MAX_NAME, PROTOCOL_VERSION,
+};
+use soundgate_proto::StreamSpec;
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::mpsc;
+
+/// Suffix that names a sink's monitor source.
+pub const MONITOR_SUFFIX: &str = ".monitor";
+/// Events queued per connection before a client that does not read is cut off.
+pub const EVENT_QUEUE: usize = 256;
+/// The highest linear volume a stream may have.
+pub const MAX_VOLUME: f32 = 4.0;
+
+/// Failures building the core.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// A sink's backend could not be opened.
+    #[error("sink {name}: {source}")]
+    Backend { name: String, source: backend::BackendError },
+    /// A sink's engine could not be started.
+    #[error("sink {name}: {source}")]
+    Engine { name: String, source: crate::engine::EngineError },
+}
+
+/// What [`Core::handle`] returns: the reply and any fds to send with it.
+#[derive(Debug)]
+pub struct Outcome {
+    pub result: Result<Reply, WireError>,
+    pub fds: Vec<OwnedFd>,
+}
+
+impl From<Result<Reply, WireError>> for Outcome {
+    fn from(result: Result<Reply, WireError>) -> Self {
+        Outcome { result, fds: Vec::new() }
+    }
+}
+
+fn err(kind: ErrorKind, msg: impl Into<String>) -> WireError {
+    WireError::new(kind, msg)
+}
+
+/// A sink with its engine.
+#[derive(Debug)]
+pub struct Sink {
+    name: String,
+    backend: &'static str,
+    handle: SinkHandle,
+}
+
+impl Sink {
+    /// The sink's engine.
+    pub fn handle(&self) -> &SinkHandle {
+        &self.handle
+    }
+}
+
+#[derive(Debug)]
+struct ClientEntry {
+    subject: Subject,
+    identity: Identity,
+    label: String,
+    events: Option<mpsc::Sender<ServerMsg>>,
+    denials_logged: u32,
+}
+
+#[derive(Debug)]
+struct StreamEntry {
+    owner: ClientId,
+    direction: Direction,
+    name: String,
+    sink: usize,
+    device: String,
+    spec: StreamSpec,
+    shared: Arc<StreamShared>,
+    reported_underruns: u64,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    clients: BTreeMap<ClientId, ClientEntry>,
+    streams: BTreeMap<StreamId, StreamEntry>,
+    default_sink: Option<usize>,
+    next_client: ClientId,
+    next_stream: StreamId,
+}
+
+/// The core. Shared by all connection tasks (`Arc<Core>`).
+#[derive(Debug)]
+pub struct Core {
+    sinks: Vec<Sink>,
+    policy: Policy,
+    limits: Limits,
+    reg: Mutex<Registry>,
+}
+
+impl Core {
+    /// Opens every configured sink and starts its engine.
+    pub fn new(config: &Config) -> Result<Core, CoreError> {
+        let mut sinks = Vec::with_capacity(config.sinks.len());
+        let mut default_sink = None;
+        for (i, sc) in config.sinks.iter().enumerate() {
+            let out = match &sc.backend {
+                SinkBackend::Null => backend::open_null(sc.spec),
+                SinkBackend::File { path } => backend::open_file(path, sc.spec)
+                    .map_err(|source| CoreError::Backend { name: sc.name.clone(), source })?,
+            };
+            let backend_name = out.name();
+            let params = SinkParams {
+                name: sc.name.clone(),
+                spec: sc.spec,
+                quantum: sc.quantum,
+                max_streams: config.limits.streams_total,
+                rt_priority: config.engine.realtime_priority,
+            };
+            let handle = SinkHandle::spawn(params, out)
+                .map_err(|source| CoreError::Engine { name: sc.name.clone(), source })?;
+            tracing::info!(
+                sink = %sc.name, backend = backend_name, spec = %sc.spec, quantum = sc.quantum,
+                "sink ready; its monitor is {}{MONITOR_SUFFIX}", sc.name
+            );
+            if sc.default || (default_sink.is_none() && i == 0) {
+                default_sink = Some(i);
+            }
+            sinks.push(Sink { name: sc.name.clone(), backend: backend_name, handle });
+        }
+        let reg = Registry { default_sink, next_client: 1, next_stream: 1, ..Registry::default() };
+        Ok(Core {
+            sinks,
+            policy: Policy::new(config.rules.clone()),
+            limits: config.limits.clone(),
+            reg: Mutex::new(reg),
+        })
+    }
+
+    fn reg(&self) -> MutexGuard<'_, Registry> {
+        // A panic in one connection's handler must not take the daemon down; the registry's
+        // invariants hold between statements, so carrying on with it is sound.
+        self.reg.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sinks, in config order.
+    pub fn sinks(&self) -> &[Sink] {
+        &self.sinks
+    }
+
+    /// Registers a connection that has shaken hands. `label` is what the client calls itself.
+    pub fn connect(
+        &self,
+        identity: Identity,
+        label: &str,
+        events: mpsc::Sender<ServerMsg>,
+    ) -> Result<ClientId, WireError> {
+        if label.len() > MAX_NAME {
+            return Err(err(ErrorKind::Invalid, format!("client name longer than {MAX_NAME} bytes")));
+        }
+        let mut reg = self.reg();
+        let same_uid = reg.clients.values().filter(|c| c.subject.uid == identity.uid).count();
+        if same_uid >= self.limits.connections_per_uid {
+            tracing::warn!(uid = identity.uid, "refusing connection: {same_uid} already open for this uid");
+            return Err(err(
+                ErrorKind::Quota,
+                format!("uid {} already has {same_uid} connections (limit {})", identity.uid, self.limits.connections_per_uid),
+            ));
+        }
+        let id = reg.next_client;
+        reg.next_client = reg.next_client.wrapping_add(1).max(1);
+        let subject = identity.subject(id, false);
+        tracing::info!(
+            client = id, pid = identity.pid, uid = identity.uid, app = %identity.app.id,
+            via = %identity.app.source, label, "client connected"
+        );
+        reg.clients.insert(
+            id,
+            ClientEntry { subject, identity, label: label.to_string(), events: Some(events), denials_logged: 0 },
+        );
+        Ok(id)
+    }
+
+    /// Forgets a connection and ends all its streams.
+    pub fn disconnect(&self, client: ClientId) {
+        let mut reg = self.reg();
+        let Some(entry) = reg.clients.remove(&client) else { return };
+        let mine: Vec<StreamId> =
+            reg.streams.iter().filter(|(_, s)| s.owner == client).map(|(id, _)| *id).collect();
+        for id in &mine {
+            if let Some(s) = reg.streams.remove(id) {
+                self.detach(&s, *id);
+            }
+        }
+        tracing::info!(client, pid = entry.identity.pid, label = %entry.label, streams = mine.len(), "client disconnected");
+    }
+
+    fn detach(&self, s: &StreamEntry, id: StreamId) {
+        if let Err(e) = self.sinks[s.sink].handle.remove(id) {
+            tracing::error!(stream = id, "could not remove stream from engine: {e}");
+        }
+    }
+
+    /// Collects streams sink `index`'s engine has let go, tells owners about those it ended on
+    /// its own (a bad ring index), and frees them.
+    pub fn reap(&self, index: usize) {
+        let Some(sink) = self.sinks.get(index) else { return };
+        let retired = sink.handle.collect_retired();
+        if retired.is_empty() {
+            return;
+        }
+        let mut reg = self.reg();
+        for r in &retired {
+            let id = r.id();
+            let ended = match r {
+                Retired::Playback(p) => p.shared.ended(),
+                Retired::Record(rec) => rec.shared.ended(),
+            };
+            if let Some(EndReason::BadIndex) = ended {
+                if let Some(s) = reg.streams.remove(&id) {
+                    tracing::warn!(stream = id, client = s.owner, "ended stream: ring index out of range");
+                    let error = err(
+                        ErrorKind::Protocol,
+                        format!("stream {id} was ended: its ring's write index was out of range"),
+                    );
+                    Self::send_event(&mut reg, s.owner, Event::StreamEnded { stream: id, error });
+                }
+            }
+        }
+        drop(reg);
+        // Unmapping and closing happen here, outside the engine and outside the lock.
+        drop(retired);
+    }
+
+    /// Reports new underruns to the owners of streams. Called periodically.
+    pub fn tick(&self) {
+        let mut reg = self.reg();
+        let mut events = Vec::new();
+        for (id, s) in reg.streams.iter_mut() {
+            let now = s.shared.underruns();
+            if now != s.reported_underruns {
+                s.reported_underruns = now;
+                events.push((s.owner, Event::Underrun { stream: *id, underruns: now }));
+            }
+        }
+        for (owner, ev) in events {
+            Self::send_event(&mut reg, owner, ev);
+        }
+    }
+
+    fn send_event(reg: &mut Registry, client: ClientId, ev: Event) {
+        let Some(c) = reg.clients.get_mut(&client) else { return };
+        let Some(tx) = &c.events else { return };
+        if tx.try_send(ServerMsg::Event(ev)).is_err() {
+            // The client does not read its events: cut it off rather than queue without bound.
+            tracing::warn!(client, "event queue full; closing the connection");
+            c.events = None;
+        }
+    }
+
+    /// Stops every engine (finalising file sinks).
+    pub fn shutdown(self) {
+        for s in self.sinks {
+            let name = s.name.clone();
+            if let Err(e) = s.handle.shutdown() {
+                tracing::error!(sink = %name, "shutting down: {e}");
+            }
+        }
+    }
+
+    fn authorize(&self, reg: &mut Registry, client: ClientId, action: Action, object: &Object<'_>) -> Result<(), WireError> {
+        let Some(c) = reg.clients.get_mut(&client) else {
+            return Err(err(ErrorKind::Protocol, "unknown client"));
+        };
+        let decision = self.policy.check(&c.subject, action, object);
+        let reason = match decision {
+            Decision::Allow => return Ok(()),
+            Decision::Deny(reason) => reason,
+            // Until prompts exist, consent that cannot be asked for is refused.
+            Decision::Ask => format!(
+                "{} needs the user's consent and no prompt agent is available; a [[rule]] can allow it",
+                describe(action, object)
+            ),
+        };
+        // A client can cause denials at will: log the first few, then one in a hundred.
+        c.denials_logged = c.denials_logged.saturating_add(1);
+        if c.denials_logged <= 5 || c.denials_logged % 100 == 0 {
+            tracing::info!(client, app = %c.subject.app_id, action = action.name(), "denied: {reason}");
+        }
+        Err(err(ErrorKind::Denied, reason))
+    }
+
+    /// Handles one request from `client`. Fds sent with it are consumed (closed on return).
+    pub fn handle(&self, client: ClientId, req: Request, fds: Vec<OwnedFd>) -> Outcome {
+        if !matches!(req, Request::CreatePlayback { .. }) && !fds.is_empty() {
+            return Err(err(ErrorKind::Protocol, "this request takes no file descriptors")).into();
+        }
+        match req {
+            Request::Hello { .. } => Err(err(ErrorKind::Protocol, "handshake already done")).into(),
+            Request::ServerInfo => Ok(Reply::ServerInfo(self.server_info())).into(),
+            Request::ListSinks => self.list_sinks(client).into(),
+            Request::ListSources => self.list_sources(client).into(),
+            Request::ListStreams => self.list_streams(client).into(),
+            Request::CreatePlayback { name, sink, spec, capacity_frames, volume, muted, corked } => self
+                .create_playback(client, name, sink, spec, capacity_frames, (volume, muted, corked), fds)
+                .into(),
+            Request::CreateRecord { name, source, spec, capacity_frames } => {
+                match self.create_record(client, name, source, spec, capacity_frames) {
+                    Ok((reply, fds)) => Outcome { result: Ok(reply), fds },
+                    Err(e) => Err(e).into(),
+                }
+            }
+            Request::SetVolume { stream, volume } => self
+                .with_own_stream(client, stream, |s| {
+                    check_volume(volume)?;
+                    s.shared.set_volume(volume);
+                    Ok(Reply::Ok)
+                })
+                .into(),
+            Request::SetMute { stream, muted } => self
+                .with_own_stream(client, stream, |s| {
+                    s.shared.set_muted(muted);
+                    Ok(Reply::Ok)
+                })
+                .into(),
+            Request::Cork { stream, corked } => self
+                .with_own_stream(client, stream, |s| {
+                    s.shared.set_corked(corked);
+                    Ok(Reply::Ok)
+                })
+                .into(),
+            Request::Drain { stream } => self
+                .with_own_stream(client, stream, |s| {
+                    if s.direction != Direction::Playback {
+                        return Err(err(ErrorKind::Invalid, "only playback streams drain"));
+                    }
+                    s.shared.set_draining(true);
+                    Ok(Reply::Ok)
+                })
+                .into(),
+            Request::StreamInfo { stream } => {
+                self.with_own_stream(client, stream, |s| Ok(Reply::Stream(stream_info(stream, s)))).into()
+            }
+            Request::DeleteStream { stream } => self.delete_stream(client, stream).into(),
+            Request::SetDefaultSink { sink } => self.set_default_sink(client, &sink).into(),
+        }
+    }
+
+    fn server_info(&self) -> ServerInfo {
+        let reg = self.reg();
+        ServerInfo {
+            name: "soundgated".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            protocol: PROTOCOL_VERSION,
+            default_sink: reg.default_sink.and_then(|i| self.sinks.get(i)).map(|s| s.name.clone()),
+            default_source: None,
+        }
+    }
+
+    fn device_info(&self, i: usize, sink: &Sink, kind: DeviceKind, default: Option<usize>) -> DeviceInfo {
+        let monitor = kind == DeviceKind::Monitor;
+        DeviceInfo {
+            name: if monitor { format!("{}{MONITOR_SUFFIX}", sink.name) } else { sink.name.clone() },
+            kind,
+            backend: sink.backend.to_string(),
+            spec: sink.handle.spec(),
+            quantum: sink.handle.quantum(),
+            is_default: !monitor && default == Some(i),
+            suspended: false,
+            monitor_of: monitor.then(|| sink.name.clone()),
+        }
+    }
+
+    fn list_sinks(&self, client: ClientId) -> Result<Reply, WireError> {
+        let mut reg = self.reg();
+        let default = reg.default_sink;
+        let subject = reg.clients.get_mut(&client).map(|c| c.subject.clone());
+        let Some(subject) = subject else { return Err(err(ErrorKind::Protocol, "unknown client")) };
+        let list = self
+            .sinks
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !matches!(self.policy.check(&subject, Action::Play, &Object::Sink { name: &s.name }), Decision::Deny(_)))
+            .map(|(i, s)| self.device_info(i, s, DeviceKind::Sink, default))
+            .collect();
+        Ok(Reply::Sinks(list))
+    }
+
+    fn list_sources(&self, client: ClientId) -> Result<Reply, WireError> {
+        let reg = self.reg();
+        let Some(c) = reg.clients.get(&client) else { return Err(err(ErrorKind::Protocol, "unknown client")) };
+        // A source is listed if the client may record from it, or may ask to.
+        let list = self
+            .sinks
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                let name = format!("{}{MONITOR_SUFFIX}", s.name);
+                !matches!(
+                    self.policy.check(&c.subject, Action::Record, &Object::Source { name: &name, monitor: true }),
+                    Decision::Deny(_)
+                )
+            })
+            .map(|(i, s)| self.device_info(i, s, DeviceKind::Monitor, None))
+            .collect();
+        Ok(Reply::Sources(list))
+    }
+
+    fn list_streams(&self, client: ClientId) -> Result<Reply, WireError> {
+        let reg = self.reg();
+        let Some(c) = reg.clients.get(&client) else { return Err(err(ErrorKind::Protocol, "unknown client")) };
+        let list = reg
+            .streams
+            .iter()
+            .filter(|(_, s)| {
+                self.policy.check(&c.subject, Action::ListStreams, &Object::Stream { owner: s.owner, device: &s.device })
+                    == Decision::Allow
+            })
+            .map(|(id, s)| stream_info(*id, s))
+            .collect();
+        Ok(Reply::Streams(list))
+    }
+
+    /// Runs `f` on `stream` if the client may control it. Streams it may not control are
+    /// reported as not found: a client cannot even learn that another's stream exists.
+    fn with_own_stream(
+        &self,
+        client: ClientId,
+        stream: StreamId,
+        f: impl FnOnce(&StreamEntry) -> Result<Reply, WireError>,
+    ) -> Result<Reply, WireError> {
+        let mut reg = self.reg();
+        let not_found = || err(ErrorKind::NotFound, format!("no stream {stream}"));
+        let (owner, device) = match reg.streams.get(&stream) {
+            Some(s) => (s.owner, s.device.clone()),
+            None => return Err(not_found()),
+        };
+        self.authorize(&mut reg, client, Action::ControlStream, &Object::Stream { owner, device: &device })
+            .map_err(|_| not_found())?;
+        match reg.streams.get(&stream) {
+            Some(s) => f(s),
+            None => Err(not_found()),
+        }
+    }
+
+    fn delete_stream(&self, client: ClientId, stream: StreamId) -> Result<Reply, WireError> {
+        self.with_own_stream(client, stream, |_| Ok(Reply::Ok))?;
+        let mut reg = self.reg();
+        if let Some(s) = reg.streams.remove(&stream) {
+            self.detach(&s, stream);
+        }
+        Ok(Reply::Ok)
+    }
+
+    fn set_default_sink(&self, client: ClientId, name: &str) -> Result<Reply, WireError> {
+        let mut reg = self.reg();
+        self.authorize(&mut reg, client, Action::SetDefault, &Object::Sink { name })?;
+        let index = self
+            .sinks
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| err(ErrorKind::NotFound, format!("no sink named {name}")))?;
+        reg.default_sink = Some(index);
+        tracing::info!(client, sink = name, "default sink changed");
+        Ok(Reply::Ok)
+    }
+
+    fn sink_index(&self, reg: &Registry, name: Option<&str>) -> Result<usize, WireError> {
+        match name {
+            None => reg.default_sink.ok_or_else(|| err(ErrorKind::NotFound, "the server has no default sink")),
+            Some(n) => self
+                .sinks
+                .iter()
+                .position(|s| s.name == n)
+                .ok_or_else(|| err(ErrorKind::NotFound, format!("no sink named {n}"))),
+        }
+    }
+
+    /// Checks the stream quotas for `client`.
+    fn check_quota(&self, reg: &Registry, client: ClientId) -> Result<(), WireError> {
+        let uid = reg.clients.get(&client).map(|c| c.subject.uid);
+        let (mut mine, mut same_uid) = (0usize, 0usize);
+        for s in reg.streams.values() {
+            if s.owner == client {
+                mine += 1;
+            }
+            if reg.clients.get(&s.owner).map(|c| c.subject.uid) == uid {
+                same_uid += 1;
+            }
+        }
+        let l = &self.limits;
+        if mine >= l.streams_per_client {
+            return Err(err(ErrorKind::Quota, format!("this client already has {mine} streams (limit {})", l.streams_per_client)));
+        }
+        if same_uid >= l.streams_per_uid {
+            return Err(err(ErrorKind::Quota, format!("this uid already has {same_uid} streams (limit {})", l.streams_per_uid)));
+        }
+        if reg.streams.len() >= l.streams_total {
+            return Err(err(ErrorKind::Quota, format!("the server already has {} streams (limit {})", reg.streams.len(), l.streams_total)));
+        }
+        Ok(())
+    }
+
+    fn check_geometry(&self, sink: &Sink, spec: &StreamSpec, capacity: u64, min_quanta: u64, max_ms: u32) -> Result<(), WireError> {
+        spec.validate().map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;
+        let dev = sink.handle.spec();
+        if spec.rate != dev.rate {
+            return Err(err(
+                ErrorKind::Invalid,
+                format!("stream rate {} Hz differs from {}'s {} Hz (the client library resamples)", spec.rate, sink.name, dev.rate),
+            ));
+        }
+        let quantum = u64::from(sink.handle.quantum());
+        let min = min_quanta * quantum;
+        let max = dev.frames_for_ms(max_ms).max(min);
+        if !(min..=max).contains(&capacity) {
+            return Err(err(ErrorKind::Invalid, format!("ring capacity {capacity} frames is outside {min}..={max}")));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_playback(
+        &self,
+        client: ClientId,
+        name: String,
+        sink: Option<String>,
+        spec: StreamSpec,
+        capacity: u64,
+        (volume, muted, corked): (f32, bool, bool),
+        fds: Vec<OwnedFd>,
+    ) -> Result<Reply, WireError> {
+        check_name(&name)?;
+        let mut reg = self.reg();
+        let index = self.sink_index(&reg, sink.as_deref())?;
+        let sink = &self.sinks[index];
+        self.authorize(&mut reg, client, Action::Play, &Object::Sink { name: &sink.name })?;
+        self.check_quota(&reg, client)?;
+        self.check_geometry(sink, &spec, capacity, 2, self.limits.max_latency_ms)?;
+        check_volume(volume)?;
+        let [memfd, wake]: [OwnedFd; 2] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+            err(ErrorKind::Protocol, format!("a playback stream needs 2 fds (ring memfd, eventfd), got {}", fds.len()))
+        })?;
+        let size = ring::ring_bytes(capacity, spec.frame_bytes()).map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;
+        let protocol = |e: &dyn std::fmt::Display| err(ErrorKind::Protocol, e.to_string());
+        shm::verify_sealed(memfd.as_fd(), size).map_err(|e| protocol(&e))?;
+        let map = Mapping::new(memfd.as_fd(), size, true).map_err(|e| protocol(&e))?;
+        let ring = Ring::attach(map, capacity, spec.frame_bytes()).map_err(|e| protocol(&e))?;
+        check_eventfd(wake.as_fd())?;
+        drop(memfd);
+        let id = next_stream(&mut reg);
+        let shared = StreamShared::new(volume, muted, corked);
+        let stream = PlaybackStream { id, ring, spec, wake, shared: Arc::clone(&shared) };
+        sink.handle
+            .add_playback(stream)
+            .map_err(|e| err(ErrorKind::Busy, format!("sink {} cannot take the stream now: {e}", sink.name)))?;
+        tracing::debug!(client, stream = id, sink = %sink.name, %spec, capacity, "playback stream created");
+        let entry = StreamEntry {
+            owner: client,
+            direction: Direction::Playback,
+            name,
+            sink: index,
+            device: sink.name.clone(),
+            spec,
+            shared,
+            reported_underruns: 0,
+        };
+        reg.streams.insert(id, entry);
+        Ok(Reply::StreamCreated { stream: id, spec, capacity_frames: capacity, quantum: sink.handle.quantum() })
+    }
+
+    fn create_record(
+        &self,
+        client: ClientId,
+        name: String,
+        source: Option<String>,
+        spec: StreamSpec,
+        capacity: u64,
+    ) -> Result<(Reply, Vec<OwnedFd>), WireError> {
+        check_name(&name)?;
+        let mut reg = self.reg();
+        let Some(source) = source else {
+            return Err(err(ErrorKind::NotFound, "the server has no default source; name one (e.g. default.monitor)"));
+        };
+        let index = source
+            .strip_suffix(MONITOR_SUFFIX)
+            .and_then(|sink| self.sinks.iter().position(|s| s.name == sink))
+            .ok_or_else(|| err(ErrorKind::NotFound, format!("no source named {source}")))?;
+        self.authorize(&mut reg, client, Action::Record, &Object::Source { name: &source, monitor: true })?;
+        self.check_quota(&reg, client)?;
+        let sink = &self.sinks[index];
+        self.check_geometry(sink, &spec, capacity, 4, self.limits.max_latency_ms.max(2000))?;
+        let size = ring::ring_bytes(capacity, spec.frame_bytes()).map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;
+        let internal = |e: &dyn std::fmt::Display| err(ErrorKind::Internal, e.to_string());
+        let (memfd, map) = shm::create_read_only_for_peer("soundgate-rec", size).map_err(|e| internal(&e))?;
+        let ring = Ring::init(map, capacity, spec.frame_bytes()).map_err(|e| internal(&e))?;
+        let wake: OwnedFd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| internal(&e))?
+            .into();
+        let client_wake = wake.try_clone().map_err(|e| internal(&e))?;
+        let id = next_stream(&mut reg);
+        let shared = StreamShared::new(1.0, false, false);
+        let stream = RecordStream { id, ring, spec, wake, shared: Arc::clone(&shared) };
+        sink.handle
+            .add_record(stream)
+            .map_err(|e| err(ErrorKind::Busy, format!("source {source} cannot take the stream now: {e}")))?;
+        tracing::info!(client, stream = id, %source, %spec, "record stream created");
+        let entry = StreamEntry {
+            owner: client,
+            direction: Direction::Record,
+            name,
+            sink: index,
+            device: source,
+            spec,
+            shared,
+            reported_underruns: 0,
+        };
+        reg.streams.insert(id, entry);
+        let reply = Reply::StreamCreated { stream: id, spec, capacity_frames: capacity, quantum: sink.handle.quantum() };
+        Ok((reply, vec![memfd, client_wake]))
+    }
+}
+
+fn next_stream(reg: &mut Registry) -> StreamId {
+    let id = reg.next_stream;
+    reg.next_stream = reg.next_stream.wrapping_add(1).max(1);
+    id
+}
+
+fn describe(action: Action, object: &Object<'_>) -> String {
+    match object {
+        Object::Source { name, .. } => format!("recording from {name}"),
+        Object::Sink { name } => format!("{} on {name}", action.name()),
+        Object::Stream { .. } => format!("{} on that stream", action.name()),
+        Object::Server => action.name().to_string(),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), WireError> {
+    if name.len() > MAX_NAME {
+        return Err(err(ErrorKind::Invalid, format!("stream name longer than {MAX_NAME} bytes")));
+    }
+    Ok(())
+}
+
+fn check_volume(v: f32) -> Result<(), WireError> {
+    if !v.is_finite() || !(0.0..=MAX_VOLUME).contains(&v) {
+        return Err(err(ErrorKind::Invalid, format!("volume {v} is outside 0.0..={MAX_VOLUME}")));
+    }
+    Ok(())
+}
+
+/// Refuses anything but an eventfd for a stream's wake-ups (a pipe could fill and block).
+fn check_eventfd(fd: BorrowedFd<'_>) -> Result<(), WireError> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    match link {
+        Ok(p) if p.as_os_str() == "anon_inode:[eventfd]" => {}
+        _ => return Err(err(ErrorKind::Protocol, "the second fd must be an eventfd")),
+    }
+    let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))
+        .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+    Ok(())
+}
+
+fn stream_info(id: StreamId, s: &StreamEntry) -> StreamInfo {
+    StreamInfo {
+        id,
+        client: s.owner,
+        name: s.name.clone(),
+        direction: s.direction,
+        device: s.device.clone(),
+        spec: s.spec,
+        volume: s.shared.volume(),
+        muted: s.shared.muted(),
+        corked: s.shared.corked(),
+        underruns: s.shared.underruns(),
+        frames: s.shared.frames(),
+        peak: s.shared.peak(),
+    }
+}

@@ -1,1 +1,1051 @@
-//! (being written)
+//! The real-time engine: one thread per sink, paced by a timer, that mixes every playback
+//! stream's shared-memory ring into the sink's backend and copies the mix (the monitor) into
+//! every record stream's ring.
+//!
+//! # Real-time contract
+//!
+//! After setup (everything [`SinkHandle::spawn`] does before the loop starts, including the
+//! `SCHED_FIFO` attempt and reporting its outcome), the engine thread:
+//!
+//! - **allocates nothing**: the stream lists are `Vec`s with capacity `max_streams` (a push
+//!   within capacity does not allocate), the scratch buffers hold `quantum * MAX_FRAME_BYTES`
+//!   bytes and `quantum * MAX_CHANNELS` samples, the mix and output buffers are sized for the
+//!   sink; all of it is allocated on the spawning thread;
+//! - **takes no lock and logs nothing**; meters and counters are published through atomics
+//!   ([`StreamShared`], [`SinkShared`]);
+//! - **makes no blocking syscall** but the clock sleep (`clock_nanosleep(TIMER_ABSTIME)` on
+//!   `CLOCK_MONOTONIC`); eventfd writes are non-blocking (`EFD_NONBLOCK`, `EAGAIN` ignored);
+//! - **owns all the state it touches** in one struct ([`Engine`], private), moved into the
+//!   thread at spawn;
+//! - **receives commands** (add a fully built stream, remove one) on a lock-free `rtrb` queue,
+//!   drained at the start of each cycle;
+//! - **drops nothing that frees**: streams leave on a second `rtrb` queue, sized
+//!   `max_streams + command queue capacity` so it cannot overflow (the control side also
+//!   refuses to hand over more than `max_streams` streams that have not been collected back),
+//!   and are dropped by [`SinkHandle::collect_retired`] on the control side. No `Arc` and no
+//!   `Ring` is dropped inside the loop.
+//!
+//! The backend's `write` runs on this thread and is bound by the same rules (see
+//! [`crate::backend`]); its `finish` runs after the loop, when the rules no longer apply.
+//!
+//! # Pacing
+//!
+//! Cycle `n` is due at `start + n * quantum * 1e9 / rate` ns (u128 arithmetic from `n`, so no
+//! drift). A cycle that is late by less than [`LATE_REBASE_NS`] runs at once, so small delays
+//! are caught up by running back to back; one later than that (a VM stall, a suspended
+//! process) counts in [`SinkShared::late_cycles`] and re-bases the clock instead of bursting.
+//!
+//! # Streams
+//!
+//! A playback stream is *prebuffering* until its ring holds at least one quantum (or it is
+//! draining), then *playing*: each cycle it gives one quantum; when it has less it gives what
+//! it has, the rest is silence, and it goes back to prebuffering, counting one underrun per dry
+//! spell unless it is draining. Corked streams are skipped. A write index that went backwards
+//! or claims more than the ring holds ends the stream with [`EndReason::BadIndex`].
+//! Gain ramps linearly per frame, across one cycle, from the stream's current gain to its
+//! target (volume, or 0 when muted); a new stream starts at its target.
+//!
+//! Positions are kept by the engine, never read back from the peer: a stream's read (playback)
+//! or write (record) index is its [`StreamShared::frames`] counter, so a stream handed to
+//! another sink carries its position with it.
+
+pub mod mix;
+pub mod rt;
+pub mod timer;
+
+use crate::backend::{Backend, BackendError};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use soundgate_proto::convert;
+use soundgate_proto::format::{SpecError, MAX_CHANNELS};
+use soundgate_proto::ring::{readable, Ring, MAX_FRAME_BYTES};
+use soundgate_proto::wire::StreamId;
+use soundgate_proto::StreamSpec;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Commands the control side can have in flight per sink.
+pub const COMMAND_CAPACITY: usize = 64;
+/// Largest quantum a sink may have, in frames.
+pub const MAX_QUANTUM: u32 = 16_384;
+/// Most streams one sink may carry.
+pub const MAX_STREAMS_LIMIT: usize = 4_096;
+/// A wake-up later than this re-bases the clock instead of catching up.
+pub const LATE_REBASE_NS: u64 = 200_000_000;
+
+// ---------------------------------------------------------------------------------------------
+// Per-stream shared state
+
+const ENDED_NONE: u8 = 0;
+const ENDED_BAD_INDEX: u8 = 1;
+
+/// Why the engine dropped a stream on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The client's write index went backwards or beyond the ring's capacity.
+    BadIndex,
+}
+
+/// Controls and meters of one stream, shared by the control side and the engine. Atomics only;
+/// every access is `Relaxed` except `ended` (published with Release before the stream is
+/// retired).
+#[derive(Debug)]
+pub struct StreamShared {
+    volume: AtomicU32,
+    muted: AtomicBool,
+    corked: AtomicBool,
+    draining: AtomicBool,
+    underruns: AtomicU64,
+    frames: AtomicU64,
+    peak: AtomicU32,
+    ended: AtomicU8,
+}
+
+impl StreamShared {
+    /// New controls; counters at zero.
+    pub fn new(volume: f32, muted: bool, corked: bool) -> Arc<StreamShared> {
+        let s = StreamShared {
+            volume: AtomicU32::new(0),
+            muted: AtomicBool::new(muted),
+            corked: AtomicBool::new(corked),
+            draining: AtomicBool::new(false),
+            underruns: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
+            peak: AtomicU32::new(0),
+            ended: AtomicU8::new(ENDED_NONE),
+        };
+        s.set_volume(volume);
+        Arc::new(s)
+    }
+
+    /// Sets the linear volume (1.0 = unity). Negative or non-finite values become 0.
+    pub fn set_volume(&self, v: f32) {
+        let v = if v.is_finite() { v.max(0.0) } else { 0.0 };
+        self.volume.store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The linear volume.
+    pub fn volume(&self) -> f32 {
+        f32::from_bits(self.volume.load(Ordering::Relaxed))
+    }
+
+    /// Mutes or unmutes (the gain ramps to or from 0).
+    pub fn set_muted(&self, m: bool) {
+        self.muted.store(m, Ordering::Relaxed);
+    }
+
+    /// Whether muted.
+    pub fn muted(&self) -> bool {
+        self.muted.load(Ordering::Relaxed)
+    }
+
+    /// Pauses (corks) or resumes the stream: a corked stream is skipped entirely.
+    pub fn set_corked(&self, c: bool) {
+        self.corked.store(c, Ordering::Relaxed);
+    }
+
+    /// Whether corked.
+    pub fn corked(&self) -> bool {
+        self.corked.load(Ordering::Relaxed)
+    }
+
+    /// Marks a playback stream as draining: it plays whatever it has, and running dry is no
+    /// underrun.
+    pub fn set_draining(&self, d: bool) {
+        self.draining.store(d, Ordering::Relaxed);
+    }
+
+    /// Whether draining.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Playback: how many times it ran dry while playing (not draining).
+    pub fn underruns(&self) -> u64 {
+        self.underruns.load(Ordering::Relaxed)
+    }
+
+    /// Frames consumed (playback) or produced (record) since the stream began; this is also
+    /// the engine's read or write index in the ring.
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    /// Peak |sample| of the last cycle, after gain (record: the peak of the sink's mix).
+    pub fn peak(&self) -> f32 {
+        f32::from_bits(self.peak.load(Ordering::Relaxed))
+    }
+
+    /// Set when the engine dropped the stream on its own.
+    pub fn ended(&self) -> Option<EndReason> {
+        match self.ended.load(Ordering::Acquire) {
+            ENDED_BAD_INDEX => Some(EndReason::BadIndex),
+            _ => None,
+        }
+    }
+
+    fn set_ended(&self, r: EndReason) {
+        let v = match r {
+            EndReason::BadIndex => ENDED_BAD_INDEX,
+        };
+        self.ended.store(v, Ordering::Release);
+    }
+
+    fn set_peak(&self, p: f32) {
+        self.peak.store(p.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The gain the engine ramps towards.
+    fn target_gain(&self) -> f32 {
+        if self.muted() {
+            0.0
+        } else {
+            self.volume()
+        }
+    }
+}
+
+/// A playback stream, fully built (ring mapped and checked) before it reaches the engine.
+#[derive(Debug)]
+pub struct PlaybackStream {
+    /// The stream's id.
+    pub id: StreamId,
+    /// The client-written ring.
+    pub ring: Ring,
+    /// The client's format, channels and rate (the rate must be the sink's).
+    pub spec: StreamSpec,
+    /// Written (1u64) whenever the engine consumed frames, so the client refills.
+    pub wake: OwnedFd,
+    /// Controls and meters.
+    pub shared: Arc<StreamShared>,
+}
+
+/// A record stream on a sink's monitor; its ring is written by the engine only.
+#[derive(Debug)]
+pub struct RecordStream {
+    /// The stream's id.
+    pub id: StreamId,
+    /// The server-written ring (the client maps it read-only).
+    pub ring: Ring,
+    /// The client's format, channels and rate (the rate must be the sink's).
+    pub spec: StreamSpec,
+    /// Written (1u64) after every quantum the engine wrote.
+    pub wake: OwnedFd,
+    /// Controls and meters.
+    pub shared: Arc<StreamShared>,
+}
+
+/// A stream the engine gave back, to be dropped (unmapped, fds closed) on the control side.
+#[derive(Debug)]
+pub enum Retired {
+    /// A playback stream.
+    Playback(PlaybackStream),
+    /// A record stream.
+    Record(RecordStream),
+}
+
+impl Retired {
+    /// The stream's id.
+    pub fn id(&self) -> StreamId {
+        match self {
+            Retired::Playback(s) => s.id,
+            Retired::Record(s) => s.id,
+        }
+    }
+
+    /// The stream's shared controls and meters.
+    pub fn shared(&self) -> &Arc<StreamShared> {
+        match self {
+            Retired::Playback(s) => &s.shared,
+            Retired::Record(s) => &s.shared,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sink
+
+/// What a sink is made of.
+#[derive(Debug, Clone)]
+pub struct SinkParams {
+    /// Name, for logs and the thread name.
+    pub name: String,
+    /// The device's format, channels and rate.
+    pub spec: StreamSpec,
+    /// Frames per cycle.
+    pub quantum: u32,
+    /// Most streams (playback and record together) the sink carries at once.
+    pub max_streams: usize,
+    /// `SCHED_FIFO` priority to ask for; `None` runs at normal priority without trying.
+    pub rt_priority: Option<i32>,
+}
+
+/// Meters and counters of one sink, published by the engine.
+#[derive(Debug, Default)]
+pub struct SinkShared {
+    peak: AtomicU32,
+    cycles: AtomicU64,
+    late_cycles: AtomicU64,
+    max_cycle_ns: AtomicU64,
+    last_cycle_ns: AtomicU64,
+    backend_errors: AtomicU64,
+    backend_dropped_bytes: AtomicU64,
+}
+
+impl SinkShared {
+    /// Peak |sample| of the last cycle's mix, after clamping.
+    pub fn peak(&self) -> f32 {
+        f32::from_bits(self.peak.load(Ordering::Relaxed))
+    }
+
+    /// Cycles run.
+    pub fn cycles(&self) -> u64 {
+        self.cycles.load(Ordering::Relaxed)
+    }
+
+    /// Wake-ups more than [`LATE_REBASE_NS`] late, after which the clock was re-based.
+    pub fn late_cycles(&self) -> u64 {
+        self.late_cycles.load(Ordering::Relaxed)
+    }
+
+    /// Longest time one cycle's work took, in ns.
+    pub fn max_cycle_ns(&self) -> u64 {
+        self.max_cycle_ns.load(Ordering::Relaxed)
+    }
+
+    /// Time the last cycle's work took, in ns.
+    pub fn last_cycle_ns(&self) -> u64 {
+        self.last_cycle_ns.load(Ordering::Relaxed)
+    }
+
+    /// Backend writes that failed.
+    pub fn backend_errors(&self) -> u64 {
+        self.backend_errors.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the backend discarded because its consumer fell behind.
+    pub fn backend_dropped_bytes(&self) -> u64 {
+        self.backend_dropped_bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Failures of the engine's control side.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The sink's spec is out of range.
+    #[error("sink {sink}: {source}")]
+    Spec {
+        /// Sink name.
+        sink: String,
+        /// What is wrong.
+        source: SpecError,
+    },
+    /// The quantum is 0 or above [`MAX_QUANTUM`].
+    #[error("sink {sink}: quantum {quantum} is outside 1..={MAX_QUANTUM} frames")]
+    Quantum {
+        /// Sink name.
+        sink: String,
+        /// The refused quantum.
+        quantum: u32,
+    },
+    /// `max_streams` is 0 or above [`MAX_STREAMS_LIMIT`].
+    #[error("sink {sink}: max_streams {max} is outside 1..={MAX_STREAMS_LIMIT}")]
+    MaxStreams {
+        /// Sink name.
+        sink: String,
+        /// The refused limit.
+        max: usize,
+    },
+    /// Creating the notify eventfd failed.
+    #[error("sink {sink}: creating the notify eventfd: {source}")]
+    Notify {
+        /// Sink name.
+        sink: String,
+        /// The errno.
+        source: nix::Error,
+    },
+    /// Starting the engine thread failed.
+    #[error("sink {sink}: starting the engine thread: {source}")]
+    Spawn {
+        /// Sink name.
+        sink: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The sink already carries `max` streams (counting retired ones not yet collected).
+    #[error("sink {sink} already carries its maximum of {max} streams")]
+    TooManyStreams {
+        /// Sink name.
+        sink: String,
+        /// The limit.
+        max: usize,
+    },
+    /// The command queue is full; the engine has not caught up. Retrying shortly can help.
+    #[error("sink {sink}: command queue full (the engine thread is not keeping up); retry")]
+    QueueFull {
+        /// Sink name.
+        sink: String,
+    },
+    /// The stream does not fit this sink (rate, ring geometry, writable mapping).
+    #[error("sink {sink}: stream {id} refused: {reason}")]
+    Stream {
+        /// Sink name.
+        sink: String,
+        /// The stream.
+        id: StreamId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The engine thread panicked.
+    #[error("sink {sink}: the engine thread panicked")]
+    Panicked {
+        /// Sink name.
+        sink: String,
+    },
+    /// The backend failed to finish (e.g. the WAV file could not be finalised).
+    #[error("sink {sink}: finishing backend: {source}")]
+    Backend {
+        /// Sink name.
+        sink: String,
+        /// The backend's error.
+        source: BackendError,
+    },
+}
+
+enum Command {
+    AddPlayback(PlaybackStream),
+    AddRecord(RecordStream),
+    Remove(StreamId),
+}
+
+/// How the engine thread's `SCHED_FIFO` attempt went.
+enum SchedReport {
+    NotRequested,
+    Fifo(i32),
+    Refused(i32, nix::errno::Errno),
+}
+
+/// The control side of one sink's engine thread. Dropping it stops the thread too (ignoring
+/// the backend's finish error); prefer [`SinkHandle::shutdown`].
+pub struct SinkHandle {
+    name: String,
+    spec: StreamSpec,
+    quantum: u32,
+    max_streams: usize,
+    commands: Mutex<rtrb::Producer<Command>>,
+    retired: Mutex<rtrb::Consumer<Retired>>,
+    /// Streams handed to the engine and not yet collected back.
+    live: AtomicUsize,
+    notify: OwnedFd,
+    shared: Arc<SinkShared>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), BackendError>>>,
+}
+
+impl std::fmt::Debug for SinkHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkHandle")
+            .field("name", &self.name)
+            .field("spec", &self.spec)
+            .field("quantum", &self.quantum)
+            .field("max_streams", &self.max_streams)
+            .field("live", &self.live.load(Ordering::Relaxed))
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded queues stay consistent even if a holder panicked.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SinkHandle {
+    /// Checks the parameters, preallocates everything, starts the engine thread and waits for
+    /// it to report its scheduling class (logged once here).
+    pub fn spawn(params: SinkParams, backend: Box<dyn Backend>) -> Result<SinkHandle, EngineError> {
+        let SinkParams {
+            name,
+            spec,
+            quantum,
+            max_streams,
+            rt_priority,
+        } = params;
+        if let Err(source) = spec.validate() {
+            return Err(EngineError::Spec { sink: name, source });
+        }
+        if quantum == 0 || quantum > MAX_QUANTUM {
+            return Err(EngineError::Quantum {
+                sink: name,
+                quantum,
+            });
+        }
+        if max_streams == 0 || max_streams > MAX_STREAMS_LIMIT {
+            return Err(EngineError::MaxStreams {
+                sink: name,
+                max: max_streams,
+            });
+        }
+        let notify: OwnedFd =
+            match EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC) {
+                Ok(fd) => fd.into(),
+                Err(source) => return Err(EngineError::Notify { sink: name, source }),
+            };
+        let engine_notify = match notify.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => {
+                let source = nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+                return Err(EngineError::Notify { sink: name, source });
+            }
+        };
+        let (cmd_tx, cmd_rx) = rtrb::RingBuffer::new(COMMAND_CAPACITY);
+        let (ret_tx, ret_rx) = rtrb::RingBuffer::new(max_streams + COMMAND_CAPACITY);
+        let shared = Arc::new(SinkShared::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let q = quantum as usize;
+        let engine = Engine {
+            spec,
+            quantum: q,
+            sink_ch: usize::from(spec.channels),
+            commands: cmd_rx,
+            retired: ret_tx,
+            limbo: Vec::with_capacity(max_streams + COMMAND_CAPACITY),
+            notify: engine_notify,
+            notify_pending: false,
+            stop: Arc::clone(&stop),
+            shared: Arc::clone(&shared),
+            playback: Vec::with_capacity(max_streams),
+            record: Vec::with_capacity(max_streams),
+            scratch: Scratch {
+                bytes: vec![0u8; q * MAX_FRAME_BYTES],
+                decoded: vec![0.0f32; q * usize::from(MAX_CHANNELS)],
+                remixed: vec![0.0f32; q * usize::from(MAX_CHANNELS)],
+            },
+            mix: vec![0.0f32; q * usize::from(spec.channels)],
+            out: vec![0u8; q * spec.frame_bytes()],
+            backend,
+        };
+        let (report_tx, report_rx) = mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name(format!("sg-sink-{name}"))
+            .spawn(move || engine.run(rt_priority, report_tx));
+        let thread = match thread {
+            Ok(t) => t,
+            Err(source) => return Err(EngineError::Spawn { sink: name, source }),
+        };
+        match report_rx.recv() {
+            Ok(SchedReport::Fifo(prio)) => {
+                tracing::info!(sink = %name, priority = prio, "sink engine runs with SCHED_FIFO");
+            }
+            Ok(SchedReport::Refused(prio, errno)) => {
+                tracing::warn!(
+                    "SCHED_FIFO not permitted (priority {prio}: {errno}); sink {name} runs at normal priority"
+                );
+            }
+            Ok(SchedReport::NotRequested) => {
+                tracing::info!(sink = %name, "sink engine runs at normal priority (no rt_priority set)");
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(EngineError::Panicked { sink: name });
+            }
+        }
+        Ok(SinkHandle {
+            name,
+            spec,
+            quantum,
+            max_streams,
+            commands: Mutex::new(cmd_tx),
+            retired: Mutex::new(ret_rx),
+            live: AtomicUsize::new(0),
+            notify,
+            shared,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn refuse(&self, id: StreamId, reason: String) -> EngineError {
+        EngineError::Stream {
+            sink: self.name.clone(),
+            id,
+            reason,
+        }
+    }
+
+    fn check_spec(&self, id: StreamId, spec: &StreamSpec, ring: &Ring) -> Result<(), EngineError> {
+        if let Err(e) = spec.validate() {
+            return Err(self.refuse(id, e.to_string()));
+        }
+        if spec.rate != self.spec.rate {
+            return Err(self.refuse(
+                id,
+                format!(
+                    "rate {} Hz differs from the sink's {} Hz",
+                    spec.rate, self.spec.rate
+                ),
+            ));
+        }
+        if ring.frame_bytes() != spec.frame_bytes() {
+            return Err(self.refuse(
+                id,
+                format!(
+                    "ring frames are {} bytes but {spec} needs {}",
+                    ring.frame_bytes(),
+                    spec.frame_bytes()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), EngineError> {
+        let mut tx = lock(&self.commands);
+        if self.live.load(Ordering::Acquire) >= self.max_streams {
+            return Err(EngineError::TooManyStreams {
+                sink: self.name.clone(),
+                max: self.max_streams,
+            });
+        }
+        tx.push(cmd).map_err(|_| EngineError::QueueFull {
+            sink: self.name.clone(),
+        })?;
+        self.live.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Hands a playback stream to the engine. Its rate must be the sink's, its ring must hold
+    /// at least one quantum and be mapped writable (the engine publishes its read index).
+    /// It starts reading at `shared.frames()` (0 for a new stream).
+    pub fn add_playback(&self, s: PlaybackStream) -> Result<(), EngineError> {
+        self.check_spec(s.id, &s.spec, &s.ring)?;
+        if s.ring.capacity() < u64::from(self.quantum) {
+            return Err(self.refuse(
+                s.id,
+                format!(
+                    "ring holds {} frames, less than the quantum of {}",
+                    s.ring.capacity(),
+                    self.quantum
+                ),
+            ));
+        }
+        if let Err(e) = s.ring.store_read(s.shared.frames()) {
+            return Err(self.refuse(s.id, e.to_string()));
+        }
+        self.send(Command::AddPlayback(s))
+    }
+
+    /// Attaches a record stream to the sink's monitor. Its rate must be the sink's, its ring
+    /// must hold at least two quanta and be mapped writable. It starts writing at
+    /// `shared.frames()` (0 for a new stream).
+    pub fn add_record(&self, s: RecordStream) -> Result<(), EngineError> {
+        self.check_spec(s.id, &s.spec, &s.ring)?;
+        if s.ring.capacity() < 2 * u64::from(self.quantum) {
+            return Err(self.refuse(
+                s.id,
+                format!(
+                    "record ring holds {} frames, less than two quanta ({})",
+                    s.ring.capacity(),
+                    2 * self.quantum
+                ),
+            ));
+        }
+        if let Err(e) = s.ring.store_write(s.shared.frames()) {
+            return Err(self.refuse(s.id, e.to_string()));
+        }
+        self.send(Command::AddRecord(s))
+    }
+
+    /// Asks the engine to drop a stream; it comes back through [`SinkHandle::collect_retired`].
+    /// Removing an unknown id is not an error (the stream may have ended on its own).
+    pub fn remove(&self, id: StreamId) -> Result<(), EngineError> {
+        lock(&self.commands)
+            .push(Command::Remove(id))
+            .map_err(|_| EngineError::QueueFull {
+                sink: self.name.clone(),
+            })
+    }
+
+    /// Takes every stream the engine has retired. Dropping them unmaps the rings and closes
+    /// the fds. Also resets [`SinkHandle::notify_fd`].
+    pub fn collect_retired(&self) -> Vec<Retired> {
+        let mut rx = lock(&self.retired);
+        // Reset the eventfd first: a retirement after this read makes it readable again.
+        let mut buf = [0u8; 8];
+        let _ = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&self.notify), &mut buf);
+        let mut out = Vec::new();
+        while let Ok(r) = rx.pop() {
+            out.push(r);
+        }
+        self.live.fetch_sub(out.len(), Ordering::AcqRel);
+        out
+    }
+
+    /// An eventfd the engine writes whenever it retired a stream; poll it for readability,
+    /// then call [`SinkHandle::collect_retired`].
+    pub fn notify_fd(&self) -> BorrowedFd<'_> {
+        self.notify.as_fd()
+    }
+
+    /// The sink's meters and counters.
+    pub fn shared(&self) -> &Arc<SinkShared> {
+        &self.shared
+    }
+
+    /// The sink's format.
+    pub fn spec(&self) -> StreamSpec {
+        self.spec
+    }
+
+    /// Frames per cycle.
+    pub fn quantum(&self) -> u32 {
+        self.quantum
+    }
+
+    /// The sink's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn stop_and_join(&mut self) -> Option<std::thread::Result<Result<(), BackendError>>> {
+        let thread = self.thread.take()?;
+        self.stop.store(true, Ordering::Release);
+        Some(thread.join())
+    }
+
+    /// Stops the thread after its current cycle, finishes the backend (finalising a WAV file)
+    /// and drops every stream still attached.
+    pub fn shutdown(mut self) -> Result<(), EngineError> {
+        let res = self.stop_and_join();
+        drop(self.collect_retired());
+        match res {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(source))) => Err(EngineError::Backend {
+                sink: self.name.clone(),
+                source,
+            }),
+            Some(Err(_)) => Err(EngineError::Panicked {
+                sink: self.name.clone(),
+            }),
+        }
+    }
+}
+
+impl Drop for SinkHandle {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The RT side
+
+struct PlaybackSlot {
+    stream: PlaybackStream,
+    /// Our read index; never read back from the ring.
+    read: u64,
+    playing: bool,
+    /// Gain at the end of the last cycle.
+    gain: f32,
+}
+
+struct RecordSlot {
+    stream: RecordStream,
+    /// Our write index; the client's read index is never consulted.
+    write: u64,
+}
+
+struct Scratch {
+    /// One quantum of the widest frame: raw stream bytes.
+    bytes: Vec<u8>,
+    /// One quantum of up to MAX_CHANNELS samples: decoded.
+    decoded: Vec<f32>,
+    /// One quantum of up to MAX_CHANNELS samples: remixed.
+    remixed: Vec<f32>,
+}
+
+/// Everything the engine thread touches. Built on the spawning thread; owned by the engine.
+struct Engine {
+    spec: StreamSpec,
+    quantum: usize,
+    sink_ch: usize,
+    commands: rtrb::Consumer<Command>,
+    retired: rtrb::Producer<Retired>,
+    /// Holds retired streams if the retired queue were ever full (it cannot be; see the module
+    /// doc), so that nothing is dropped on this thread.
+    limbo: Vec<Retired>,
+    notify: OwnedFd,
+    notify_pending: bool,
+    stop: Arc<AtomicBool>,
+    shared: Arc<SinkShared>,
+    playback: Vec<PlaybackSlot>,
+    record: Vec<RecordSlot>,
+    scratch: Scratch,
+    /// One quantum of the sink's channels, f32.
+    mix: Vec<f32>,
+    /// One quantum in the sink's format.
+    out: Vec<u8>,
+    backend: Box<dyn Backend>,
+}
+
+/// Wakes a client: eventfd += 1. Non-blocking; a full counter (EAGAIN) already means "awake".
+fn wake(fd: &OwnedFd) {
+    let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
+}
+
+/// A playback stream whose write index is impossible.
+struct BadIndex;
+
+/// One cycle of one playback stream: see the module doc for the state machine.
+fn play(
+    slot: &mut PlaybackSlot,
+    quantum: usize,
+    sink_ch: usize,
+    scratch: &mut Scratch,
+    mix: &mut [f32],
+) -> Result<(), BadIndex> {
+    let s = &slot.stream;
+    let sh = &*s.shared;
+    let avail =
+        readable(s.ring.load_write(), slot.read, s.ring.capacity()).map_err(|_| BadIndex)?;
+    if sh.corked() {
+        slot.playing = false;
+        sh.set_peak(0.0);
+        return Ok(());
+    }
+    let draining = sh.draining();
+    if !slot.playing {
+        if avail >= quantum as u64 || (draining && avail > 0) {
+            slot.playing = true;
+        } else {
+            sh.set_peak(0.0);
+            return Ok(());
+        }
+    }
+    let n = avail.min(quantum as u64) as usize;
+    let target = sh.target_gain();
+    let mut peak = 0.0;
+    if n > 0 {
+        let ch = usize::from(s.spec.channels);
+        let raw = &mut scratch.bytes[..n * s.spec.frame_bytes()];
+        s.ring.copy_out(slot.read, raw).map_err(|_| BadIndex)?;
+        let decoded = &mut scratch.decoded[..n * ch];
+        convert::decode_into(s.spec.format, raw, decoded);
+        let src: &[f32] = if ch == sink_ch {
+            decoded
+        } else {
+            convert::remix(decoded, ch, &mut scratch.remixed, sink_ch, n);
+            &scratch.remixed[..n * sink_ch]
+        };
+        let start = slot.gain;
+        if start != 0.0 || target != 0.0 {
+            let step = (target - start) / quantum as f32;
+            peak = mix::mix_ramped(&mut mix[..n * sink_ch], src, sink_ch, start, step);
+        }
+        slot.read += n as u64;
+        // Cannot fail: add_playback checked the mapping is writable.
+        let _ = s.ring.store_read(slot.read);
+        sh.frames.fetch_add(n as u64, Ordering::Relaxed);
+        wake(&s.wake);
+    }
+    sh.set_peak(peak);
+    slot.gain = target;
+    if n < quantum {
+        slot.playing = false;
+        if !draining {
+            sh.underruns.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// One cycle of one record stream: the clamped mix, converted, at our own write index.
+fn capture(
+    slot: &mut RecordSlot,
+    quantum: usize,
+    sink_ch: usize,
+    peak: f32,
+    scratch: &mut Scratch,
+    mix: &[f32],
+) {
+    let s = &slot.stream;
+    if s.shared.corked() {
+        return;
+    }
+    let ch = usize::from(s.spec.channels);
+    let src: &[f32] = if ch == sink_ch {
+        mix
+    } else {
+        convert::remix(mix, sink_ch, &mut scratch.remixed, ch, quantum);
+        &scratch.remixed[..quantum * ch]
+    };
+    let raw = &mut scratch.bytes[..quantum * s.spec.frame_bytes()];
+    convert::encode_into(s.spec.format, src, raw);
+    // Cannot fail: add_record checked the mapping is writable and the ring holds >= 2 quanta.
+    if s.ring.copy_in(slot.write, raw).is_ok() {
+        slot.write += quantum as u64;
+        let _ = s.ring.store_write(slot.write);
+        s.shared.frames.fetch_add(quantum as u64, Ordering::Relaxed);
+        s.shared.set_peak(peak);
+        wake(&s.wake);
+    }
+}
+
+impl Engine {
+    fn run(
+        mut self,
+        rt_priority: Option<i32>,
+        report: mpsc::SyncSender<SchedReport>,
+    ) -> Result<(), BackendError> {
+        let outcome = match rt_priority {
+            None => SchedReport::NotRequested,
+            Some(p) => match rt::set_fifo(p) {
+                Ok(()) => SchedReport::Fifo(p),
+                Err(e) => SchedReport::Refused(p, e),
+            },
+        };
+        let _ = report.send(outcome);
+        drop(report);
+        // ---- setup ends; the RT contract holds from here to the end of the loop ----
+        let (quantum, rate) = (self.quantum as u32, self.spec.rate);
+        let mut start = timer::now_ns();
+        let mut n: u64 = 0;
+        while !self.stop.load(Ordering::Acquire) {
+            let deadline = start.saturating_add(timer::cycle_offset_ns(n, quantum, rate));
+            let now = timer::now_ns();
+            if now < deadline {
+                timer::sleep_until(deadline);
+            } else if now - deadline > LATE_REBASE_NS {
+                self.shared.late_cycles.fetch_add(1, Ordering::Relaxed);
+                start = now;
+                n = 0;
+            }
+            let t0 = timer::now_ns();
+            self.cycle();
+            let dt = timer::now_ns().saturating_sub(t0);
+            self.shared.last_cycle_ns.store(dt, Ordering::Relaxed);
+            self.shared.max_cycle_ns.fetch_max(dt, Ordering::Relaxed);
+            self.shared.cycles.fetch_add(1, Ordering::Relaxed);
+            n += 1;
+        }
+        // ---- loop over: hand everything back, then finish the backend (may block) ----
+        self.retire_all();
+        self.backend.finish()
+    }
+
+    fn retire(&mut self, r: Retired) {
+        if let Err(rtrb::PushError::Full(r)) = self.retired.push(r) {
+            if self.limbo.len() < self.limbo.capacity() {
+                self.limbo.push(r);
+            } else {
+                // Unreachable: at most max_streams + COMMAND_CAPACITY streams exist. Leaking
+                // beats freeing on the RT thread.
+                std::mem::forget(r);
+            }
+        }
+        self.notify_pending = true;
+    }
+
+    fn flush_retired(&mut self) {
+        while let Some(r) = self.limbo.pop() {
+            if let Err(rtrb::PushError::Full(r)) = self.retired.push(r) {
+                self.limbo.push(r);
+                break;
+            }
+        }
+        if self.notify_pending {
+            wake(&self.notify);
+            self.notify_pending = false;
+        }
+    }
+
+    fn drain_commands(&mut self) {
+        while let Ok(cmd) = self.commands.pop() {
+            match cmd {
+                Command::AddPlayback(stream) => {
+                    if self.playback.len() < self.playback.capacity() {
+                        let gain = stream.shared.target_gain();
+                        let read = stream.shared.frames();
+                        self.playback.push(PlaybackSlot {
+                            stream,
+                            read,
+                            playing: false,
+                            gain,
+                        });
+                    } else {
+                        self.retire(Retired::Playback(stream));
+                    }
+                }
+                Command::AddRecord(stream) => {
+                    if self.record.len() < self.record.capacity() {
+                        let write = stream.shared.frames();
+                        self.record.push(RecordSlot { stream, write });
+                    } else {
+                        self.retire(Retired::Record(stream));
+                    }
+                }
+                Command::Remove(id) => {
+                    if let Some(i) = self.playback.iter().position(|p| p.stream.id == id) {
+                        let slot = self.playback.swap_remove(i);
+                        self.retire(Retired::Playback(slot.stream));
+                    } else if let Some(i) = self.record.iter().position(|r| r.stream.id == id) {
+                        let slot = self.record.swap_remove(i);
+                        self.retire(Retired::Record(slot.stream));
+                    }
+                }
+            }
+        }
+    }
+
+    fn cycle(&mut self) {
+        self.drain_commands();
+        let (q, ch) = (self.quantum, self.sink_ch);
+        self.mix.fill(0.0);
+        let mut i = 0;
+        while i < self.playback.len() {
+            let res = play(
+                &mut self.playback[i],
+                q,
+                ch,
+                &mut self.scratch,
+                &mut self.mix,
+            );
+            if res.is_ok() {
+                i += 1;
+            } else {
+                let slot = self.playback.swap_remove(i);
+                slot.stream.shared.set_ended(EndReason::BadIndex);
+                self.retire(Retired::Playback(slot.stream));
+            }
+        }
+        let peak = mix::clamp_peak(&mut self.mix);
+        self.shared.peak.store(peak.to_bits(), Ordering::Relaxed);
+        convert::encode_into(self.spec.format, &self.mix, &mut self.out);
+        if self.backend.write(&self.out).is_err() {
+            self.shared.backend_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.shared
+            .backend_dropped_bytes
+            .store(self.backend.dropped_bytes(), Ordering::Relaxed);
+        for slot in &mut self.record {
+            capture(slot, q, ch, peak, &mut self.scratch, &self.mix);
+        }
+        self.flush_retired();
+    }
+
+    /// After the loop: every stream still attached or still queued goes back.
+    fn retire_all(&mut self) {
+        self.drain_commands();
+        while let Some(slot) = self.playback.pop() {
+            self.retire(Retired::Playback(slot.stream));
+        }
+        while let Some(slot) = self.record.pop() {
+            self.retire(Retired::Record(slot.stream));
+        }
+        self.flush_retired();
+    }
+}
+
+#[cfg(test)]
+mod tests;

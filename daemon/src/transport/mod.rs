@@ -1,1 +1,214 @@
-//! (being written)
+//! Transport: listeners and per-connection tasks. Decodes datagrams into core requests and
+//! encodes replies and events; holds no object state and makes no access decision.
+//!
+//! Per connection: the first message must be `Hello` with our protocol version; after that one
+//! request is handled at a time (so at most one is pending per connection; the kernel's socket
+//! buffer bounds what a client can queue). A malformed, oversized or fd-overloaded datagram gets
+//! a `protocol` error reply and ends that connection; nothing a client sends can reach another
+//! client's task.
+
+use crate::core::{Core, EVENT_QUEUE};
+use crate::identity;
+use soundgate_proto::sock::{self, recv_buffer, AsyncSeqPacket, SeqPacketListener, SockError};
+use soundgate_proto::wire::{
+    self, ClientMsg, ErrorKind, Reply, Request, ServerMsg, WireError, PROTOCOL_VERSION,
+};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Errors setting up a listener.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Another daemon answers on the socket.
+    #[error("another soundgated is already listening on {0}")]
+    InUse(PathBuf),
+    /// Filesystem trouble around the socket.
+    #[error("{what} {path}: {source}")]
+    Fs { what: &'static str, path: PathBuf, source: std::io::Error },
+    /// Binding or listening failed.
+    #[error("listening on {path}: {source}")]
+    Listen { path: PathBuf, source: SockError },
+}
+
+/// Binds a seqpacket socket at `path` with permission bits `mode`, replacing a stale socket
+/// file left by a daemon that died, but never one a live daemon answers on.
+pub fn bind(path: &Path, mode: u32) -> Result<SeqPacketListener, TransportError> {
+    if path.exists() {
+        if sock::SeqPacket::connect(path).is_ok() {
+            return Err(TransportError::InUse(path.to_path_buf()));
+        }
+        std::fs::remove_file(path).map_err(|source| TransportError::Fs {
+            what: "removing stale socket",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    let listener = SeqPacketListener::bind(path)
+        .map_err(|source| TransportError::Listen { path: path.to_path_buf(), source })?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        TransportError::Fs { what: "setting permissions of", path: path.to_path_buf(), source }
+    })?;
+    Ok(listener)
+}
+
+/// Accepts connections forever, one task each.
+pub async fn serve_native(core: Arc<Core>, listener: SeqPacketListener) {
+    loop {
+        match listener.accept().await {
+            Ok(conn) => {
+                let core = Arc::clone(&core);
+                tokio::spawn(async move { serve_connection(core, conn).await });
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("accept on the native socket: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn send(conn: &AsyncSeqPacket, msg: &ServerMsg, fds: &[OwnedFd]) -> Result<(), SockError> {
+    let bytes = match wire::encode(msg) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("encoding a reply: {e}");
+            let fallback = ServerMsg::Reply {
+                id: 0,
+                result: Err(WireError::new(ErrorKind::Internal, "reply too large")),
+            };
+            wire::encode(&fallback).unwrap_or_default()
+        }
+    };
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    conn.send(&bytes, &borrowed).await
+}
+
+async fn reply_error(conn: &AsyncSeqPacket, id: u32, kind: ErrorKind, message: String) {
+    let msg = ServerMsg::Reply { id, result: Err(WireError::new(kind, message)) };
+    let _ = send(conn, &msg, &[]).await;
+}
+
+/// Reads one datagram and decodes it; a bad one gets an error reply and `None` (hang up).
+async fn read_request(conn: &AsyncSeqPacket, buf: &mut [u8], peer: &str) -> Option<(ClientMsg, Vec<OwnedFd>)> {
+    match conn.recv(buf).await {
+        Ok(got) => match wire::decode::<ClientMsg>(&buf[..got.len]) {
+            Ok(msg) => Some((msg, got.fds)),
+            Err(e) => {
+                tracing::debug!(peer, "malformed message: {e}");
+                reply_error(conn, 0, ErrorKind::Protocol, format!("{e}; closing the connection")).await;
+                None
+            }
+        },
+        Err(SockError::Closed) => None,
+        Err(e @ (SockError::TooLarge | SockError::TooManyFds)) => {
+            tracing::debug!(peer, "bad datagram: {e}");
+            reply_error(conn, 0, ErrorKind::Protocol, format!("{e}; closing the connection")).await;
+            None
+        }
+        Err(e) => {
+            tracing::debug!(peer, "receive failed: {e}");
+            None
+        }
+    }
+}
+
+async fn serve_connection(core: Arc<Core>, conn: AsyncSeqPacket) {
+    let identity = match identity::identify_peer(conn.as_fd()) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!("refusing a connection whose peer cannot be identified: {e}");
+            reply_error(&conn, 0, ErrorKind::Denied, format!("cannot identify you: {e}")).await;
+            return;
+        }
+    };
+    let peer = format!("pid {} uid {}", identity.pid, identity.uid);
+    let mut buf = recv_buffer();
+
+    // Handshake.
+    let Some((first, fds)) = read_request(&conn, &mut buf, &peer).await else { return };
+    let name = match first.req {
+        Request::Hello { version, name } if version == PROTOCOL_VERSION && fds.is_empty() => name,
+        Request::Hello { version, .. } => {
+            let msg = format!("protocol version {version} is not supported (server speaks {PROTOCOL_VERSION})");
+            reply_error(&conn, first.id, ErrorKind::Protocol, msg).await;
+            return;
+        }
+        _ => {
+            reply_error(&conn, first.id, ErrorKind::Protocol, "the first request must be Hello".into()).await;
+            return;
+        }
+    };
+    let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
+    let client = match core.connect(identity, &name, tx) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = send(&conn, &ServerMsg::Reply { id: first.id, result: Err(e) }, &[]).await;
+            return;
+        }
+    };
+    let hello = Reply::Hello { version: PROTOCOL_VERSION, server: "soundgated".into(), client };
+    if send(&conn, &ServerMsg::Reply { id: first.id, result: Ok(hello) }, &[]).await.is_ok() {
+        loop {
+            tokio::select! {
+                req = read_request(&conn, &mut buf, &peer) => {
+                    let Some((msg, fds)) = req else { break };
+                    let out = core.handle(client, msg.req, fds);
+                    let reply = ServerMsg::Reply { id: msg.id, result: out.result };
+                    if send(&conn, &reply, &out.fds).await.is_err() {
+                        break;
+                    }
+                }
+                ev = events.recv() => {
+                    // `None`: the core dropped our queue (we fell behind); hang up.
+                    let Some(ev) = ev else { break };
+                    if send(&conn, &ev, &[]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    core.disconnect(client);
+    tracing::trace!(fd = conn.as_fd().as_raw_fd(), "connection task ends");
+}
+
+/// Watches each sink's notify eventfd and lets the core reap what the engine retired; reports
+/// underruns periodically.
+pub fn spawn_housekeeping(core: &Arc<Core>) -> std::io::Result<()> {
+    for (index, sink) in core.sinks().iter().enumerate() {
+        let fd = sink.handle().notify_fd().try_clone_to_owned()?;
+        let afd = sock::register(fd)?;
+        let core = Arc::clone(core);
+        tokio::spawn(async move {
+            loop {
+                match afd.readable().await {
+                    Ok(mut guard) => {
+                        let mut counter = [0u8; 8];
+                        let _ = nix::unistd::read(afd.get_ref().as_raw_fd(), &mut counter);
+                        guard.clear_ready();
+                        core.reap(index);
+                    }
+                    Err(e) => {
+                        tracing::error!("watching sink {index}: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    let core = Arc::clone(core);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(50));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            every.tick().await;
+            core.tick();
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,628 @@
+//! Engine tests: a real engine thread, real sealed memfd rings, a test backend that sends each
+//! written block over a channel. No timing asserts: every wait polls a counter or an fd with a
+//! generous timeout.
+
+use super::*;
+use soundgate_proto::ring::{ring_bytes, Ring};
+use soundgate_proto::shm::{create_read_only_for_peer, create_sealed, Mapping};
+use soundgate_proto::SampleFormat;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+const Q: usize = 256;
+const RATE: u32 = 48_000;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn spec(format: SampleFormat, channels: u8) -> StreamSpec {
+    StreamSpec {
+        format,
+        rate: RATE,
+        channels,
+    }
+}
+
+struct ChanBackend(mpsc::Sender<Vec<u8>>);
+
+impl Backend for ChanBackend {
+    fn write(&mut self, data: &[u8]) -> Result<(), BackendError> {
+        let _ = self.0.send(data.to_vec());
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn name(&self) -> &'static str {
+        "test"
+    }
+}
+
+fn params(name: &str, spec: StreamSpec, max_streams: usize) -> SinkParams {
+    SinkParams {
+        name: name.into(),
+        spec,
+        quantum: Q as u32,
+        max_streams,
+        rt_priority: None,
+    }
+}
+
+fn sink(name: &str, spec: StreamSpec) -> (SinkHandle, mpsc::Receiver<Vec<u8>>) {
+    let (tx, rx) = mpsc::channel();
+    let h = SinkHandle::spawn(params(name, spec, 16), Box::new(ChanBackend(tx))).unwrap();
+    (h, rx)
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn wait_cycles(h: &SinkHandle, n: u64) {
+    let c = h.shared().cycles();
+    wait_for("engine cycles", || h.shared().cycles() >= c + n);
+}
+
+fn eventfd() -> OwnedFd {
+    EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+        .unwrap()
+        .into()
+}
+
+/// Reads and resets an eventfd; 0 if it was not signalled.
+fn take_eventfd(fd: &OwnedFd) -> u64 {
+    let mut buf = [0u8; 8];
+    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+        Ok(8) => u64::from_ne_bytes(buf),
+        _ => 0,
+    }
+}
+
+/// The client's side of a playback stream.
+struct Client {
+    ring: Ring,
+    written: u64,
+    wake: OwnedFd,
+    shared: Arc<StreamShared>,
+}
+
+impl Client {
+    fn write(&mut self, bytes: &[u8]) {
+        self.ring.copy_in(self.written, bytes).unwrap();
+        self.written += (bytes.len() / self.ring.frame_bytes()) as u64;
+        self.ring.store_write(self.written).unwrap();
+    }
+
+    /// Free frames, by the engine's published read index (the client may trust it).
+    fn free(&self) -> u64 {
+        self.ring.capacity() - (self.written - self.ring.load_read())
+    }
+}
+
+fn playback(id: StreamId, spec: StreamSpec, capacity: u64) -> (PlaybackStream, Client) {
+    let fb = spec.frame_bytes();
+    let size = ring_bytes(capacity, fb).unwrap();
+    let fd = create_sealed("test-play", size).unwrap();
+    let client = Ring::init(Mapping::new(fd.as_fd(), size, true).unwrap(), capacity, fb).unwrap();
+    let server = Ring::attach(Mapping::new(fd.as_fd(), size, true).unwrap(), capacity, fb).unwrap();
+    let wake = eventfd();
+    let shared = StreamShared::new(1.0, false, false);
+    let stream = PlaybackStream {
+        id,
+        ring: server,
+        spec,
+        wake: wake.try_clone().unwrap(),
+        shared: Arc::clone(&shared),
+    };
+    (
+        stream,
+        Client {
+            ring: client,
+            written: 0,
+            wake,
+            shared,
+        },
+    )
+}
+
+/// The client's side of a record stream.
+struct Recorder {
+    ring: Ring,
+    wake: OwnedFd,
+    shared: Arc<StreamShared>,
+}
+
+impl Recorder {
+    /// Everything written so far (the ring must not have wrapped).
+    fn read_all(&self) -> Vec<u8> {
+        let w = self.ring.load_write();
+        assert!(
+            w <= self.ring.capacity(),
+            "record ring wrapped; make it larger"
+        );
+        let mut out = vec![0u8; w as usize * self.ring.frame_bytes()];
+        self.ring.copy_out(0, &mut out).unwrap();
+        out
+    }
+}
+
+fn record(id: StreamId, spec: StreamSpec, capacity: u64, corked: bool) -> (RecordStream, Recorder) {
+    let fb = spec.frame_bytes();
+    let size = ring_bytes(capacity, fb).unwrap();
+    let (fd, map) = create_read_only_for_peer("test-rec", size).unwrap();
+    let server = Ring::init(map, capacity, fb).unwrap();
+    let client =
+        Ring::attach(Mapping::new(fd.as_fd(), size, false).unwrap(), capacity, fb).unwrap();
+    let wake = eventfd();
+    let shared = StreamShared::new(1.0, false, corked);
+    let stream = RecordStream {
+        id,
+        ring: server,
+        spec,
+        wake: wake.try_clone().unwrap(),
+        shared: Arc::clone(&shared),
+    };
+    (
+        stream,
+        Recorder {
+            ring: client,
+            wake,
+            shared,
+        },
+    )
+}
+
+/// xorshift64*.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn f32(&mut self, range: f32) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * range
+    }
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn bytes_f32(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn drain(rx: &mpsc::Receiver<Vec<u8>>) -> Vec<u8> {
+    rx.try_iter().flatten().collect()
+}
+
+fn notify_readable(h: &SinkHandle) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(h.notify_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+}
+
+/// Offset (in samples, a multiple of `block`) at which `needle` occurs in `hay`.
+fn find_aligned<T: PartialEq>(hay: &[T], needle: &[T], block: usize) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    (0..hay.len().saturating_sub(needle.len()) + 1)
+        .step_by(block)
+        .find(|&o| hay[o..o + needle.len()] == *needle)
+}
+
+#[test]
+fn two_streams_mix_to_the_exact_sum() {
+    let sink_spec = spec(SampleFormat::F32Le, 2);
+    let (h, rx) = sink("mix", sink_spec);
+    let mut rng = Rng(7);
+    let len = 8 * Q;
+    let a: Vec<f32> = (0..len).map(|_| rng.f32(0.4)).collect(); // f32 mono
+    let b: Vec<i16> = (0..len * 2).map(|_| (rng.f32(12_000.0)) as i16).collect(); // s16 stereo
+    let (sa, mut ca) = playback(1, spec(SampleFormat::F32Le, 1), 16 * Q as u64);
+    let (sb, mut cb) = playback(2, spec(SampleFormat::S16Le, 2), 16 * Q as u64);
+    ca.write(&f32_bytes(&a));
+    cb.write(&b.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
+    h.add_playback(sa).unwrap();
+    h.add_playback(sb).unwrap();
+    wait_for("both streams consumed", || {
+        ca.shared.frames() == len as u64 && cb.shared.frames() == len as u64
+    });
+    wait_cycles(&h, 2);
+    assert!(take_eventfd(&ca.wake) > 0, "client A was woken");
+    assert!(take_eventfd(&cb.wake) > 0, "client B was woken");
+    let out = bytes_f32(&drain(&rx));
+    let frames = out.len() / 2;
+    assert_eq!(frames % Q, 0);
+    let first = out.iter().position(|&x| x != 0.0).unwrap() / 2 / Q * Q;
+    let expect = |oa: usize, ob: usize, f: usize, c: usize| -> f32 {
+        let va = if (oa..oa + len).contains(&f) {
+            a[f - oa]
+        } else {
+            0.0
+        };
+        let vb = if (ob..ob + len).contains(&f) {
+            f32::from(b[(f - ob) * 2 + c]) / 32_768.0
+        } else {
+            0.0
+        };
+        va + vb
+    };
+    let mut matched = None;
+    'search: for oa in (first..first + 8 * Q).step_by(Q) {
+        for ob in (first..first + 8 * Q).step_by(Q) {
+            if (0..frames).all(|f| (0..2).all(|c| out[f * 2 + c] == expect(oa, ob, f, c))) {
+                matched = Some((oa, ob));
+                break 'search;
+            }
+        }
+    }
+    let (oa, ob) = matched.expect("the output is the sample-exact sum of both streams");
+    assert!(
+        oa + len <= frames && ob + len <= frames,
+        "both streams played completely"
+    );
+    assert!(h.shared().peak() >= 0.0);
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn volume_change_ramps_within_one_cycle() {
+    let (h, rx) = sink("vol", spec(SampleFormat::F32Le, 1));
+    let cap = 512 * Q as u64;
+    let (s, mut c) = playback(1, spec(SampleFormat::F32Le, 1), cap);
+    c.write(&f32_bytes(&vec![0.5f32; cap as usize]));
+    h.add_playback(s).unwrap();
+    wait_for("playing", || c.shared.frames() >= 4 * Q as u64);
+    c.shared.set_volume(0.25);
+    let f = c.shared.frames();
+    wait_for("played at the new volume", || {
+        c.shared.frames() >= f + 4 * Q as u64
+    });
+    c.shared.set_muted(true);
+    let f = c.shared.frames();
+    wait_for("played muted", || c.shared.frames() >= f + 4 * Q as u64);
+    assert_eq!(c.shared.peak(), 0.0, "muted stream meters silence");
+    let out = bytes_f32(&drain(&rx));
+    let blocks: Vec<&[f32]> = out.chunks_exact(Q).collect();
+    let all = |b: &[f32], v: f32| b.iter().all(|&x| x == v);
+    let start = blocks.iter().position(|b| all(b, 0.5)).unwrap();
+    let r1 = start + blocks[start..].iter().position(|b| !all(b, 0.5)).unwrap();
+    for (i, &x) in blocks[r1].iter().enumerate() {
+        let g = 1.0 + (0.25 - 1.0) / Q as f32 * (i + 1) as f32;
+        assert!((x - 0.5 * g).abs() < 1e-6, "ramp down, frame {i}: {x}");
+    }
+    assert!(
+        all(blocks[r1 + 1], 0.125),
+        "exactly the new gain after one cycle"
+    );
+    let r2 = r1
+        + 1
+        + blocks[r1 + 1..]
+            .iter()
+            .position(|b| !all(b, 0.125))
+            .unwrap();
+    for (i, &x) in blocks[r2].iter().enumerate() {
+        let g = 0.25 - 0.25 / Q as f32 * (i + 1) as f32;
+        assert!((x - 0.5 * g).abs() < 1e-6, "ramp to mute, frame {i}: {x}");
+    }
+    assert!(all(blocks[r2 + 1], 0.0), "silent after the mute ramp");
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn underrun_counts_once_per_dry_spell_and_never_when_draining_or_corked() {
+    let s16 = spec(SampleFormat::S16Le, 2);
+    let (h, _rx) = sink("xrun", s16);
+    let (s, mut c) = playback(1, s16, 8 * Q as u64);
+    let data = |frames: usize| vec![0x11u8; frames * 4];
+    let q = Q as u64;
+    c.write(&data(3 * Q));
+    h.add_playback(s).unwrap();
+    wait_for("3 quanta consumed", || c.shared.frames() == 3 * q);
+    wait_for("first underrun", || c.shared.underruns() == 1);
+    wait_cycles(&h, 10);
+    assert_eq!(c.shared.underruns(), 1, "one underrun per dry spell");
+
+    // 2.5 quanta: two full cycles, then a partial one that underruns.
+    c.write(&data(5 * Q / 2));
+    wait_for("2.5 quanta consumed", || {
+        c.shared.frames() == 3 * q + 5 * q / 2
+    });
+    wait_for("second underrun", || c.shared.underruns() == 2);
+    wait_cycles(&h, 10);
+    assert_eq!(c.shared.underruns(), 2);
+
+    // Draining: running dry is no underrun.
+    c.shared.set_draining(true);
+    c.write(&data(3 * Q / 2));
+    wait_for("drained", || c.shared.frames() == 7 * q);
+    wait_cycles(&h, 10);
+    assert_eq!(c.shared.underruns(), 2, "no underrun while draining");
+
+    // Corked: nothing consumed, no underrun, even with data waiting.
+    c.shared.set_corked(true);
+    c.shared.set_draining(false);
+    wait_cycles(&h, 10);
+    c.write(&data(2 * Q));
+    wait_cycles(&h, 10);
+    assert_eq!(c.shared.frames(), 7 * q, "a corked stream consumes nothing");
+    assert_eq!(c.shared.underruns(), 2, "no underrun while corked");
+
+    // Uncorked: plays its two quanta, then runs dry (not draining) once more.
+    c.shared.set_corked(false);
+    wait_for("uncorked data consumed", || c.shared.frames() == 9 * q);
+    wait_for("third underrun", || c.shared.underruns() == 3);
+    wait_cycles(&h, 10);
+    assert_eq!(c.shared.underruns(), 3);
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn bad_write_index_retires_only_that_stream() {
+    let f32s = spec(SampleFormat::F32Le, 2);
+    let (h, _rx) = sink("bad", f32s);
+    let (sp, mut cp) = playback(1, f32s, 64 * Q as u64);
+    let (sq, cq) = playback(2, spec(SampleFormat::S16Le, 1), 4 * Q as u64);
+    let mut rng = Rng(3);
+    let mut feed = |c: &mut Client| {
+        let free = c.free() as usize;
+        if free > 0 {
+            let v: Vec<f32> = (0..free * 2).map(|_| rng.f32(0.5)).collect();
+            c.write(&f32_bytes(&v));
+        }
+    };
+    feed(&mut cp);
+    h.add_playback(sp).unwrap();
+    h.add_playback(sq).unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while cp.shared.frames() < 4 * Q as u64 {
+        assert!(Instant::now() < deadline, "P never played");
+        feed(&mut cp);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(!notify_readable(&h));
+    // The client of Q lies: its write index claims more than the ring holds.
+    cq.ring.store_write(4 * Q as u64 + 5).unwrap();
+    while !notify_readable(&h) {
+        assert!(Instant::now() < deadline, "notify fd never became readable");
+        feed(&mut cp);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let retired = h.collect_retired();
+    assert_eq!(retired.len(), 1);
+    assert_eq!(retired[0].id(), 2);
+    assert_eq!(retired[0].shared().ended(), Some(EndReason::BadIndex));
+    assert_eq!(cq.shared.ended(), Some(EndReason::BadIndex));
+    assert!(!notify_readable(&h), "collect_retired resets the notify fd");
+    drop(retired);
+    assert_eq!(
+        Arc::strong_count(&cq.shared),
+        1,
+        "the retired stream was dropped here"
+    );
+
+    // P keeps playing, without a single underrun, as long as it is fed.
+    let f = cp.shared.frames();
+    while cp.shared.frames() < f + 20 * Q as u64 {
+        assert!(Instant::now() < deadline + TIMEOUT, "P stopped playing");
+        feed(&mut cp);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(cp.shared.underruns(), 0);
+    assert_eq!(cp.shared.ended(), None);
+
+    // An explicit remove retires it without an end reason.
+    h.remove(1).unwrap();
+    wait_for("removal notified", || notify_readable(&h));
+    let retired = h.collect_retired();
+    assert_eq!(retired.iter().map(Retired::id).collect::<Vec<_>>(), [1]);
+    assert_eq!(retired[0].shared().ended(), None);
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn record_streams_receive_exactly_the_mix() {
+    let sink_spec = spec(SampleFormat::F32Le, 2);
+    let (h, rx) = sink("monitor", sink_spec);
+    let cap = 512 * Q as u64;
+    let (r1, c1) = record(10, sink_spec, cap, false);
+    let (r2, c2) = record(11, spec(SampleFormat::S16Le, 1), cap, false);
+    let (r3, c3) = record(12, sink_spec, cap, true);
+    h.add_record(r1).unwrap();
+    h.add_record(r2).unwrap();
+    h.add_record(r3).unwrap();
+    let mut rng = Rng(11);
+    let a: Vec<f32> = (0..8 * Q * 2).map(|_| rng.f32(0.9)).collect();
+    let (sa, mut ca) = playback(1, sink_spec, 16 * Q as u64);
+    ca.write(&f32_bytes(&a));
+    h.add_playback(sa).unwrap();
+    wait_for("A consumed", || ca.shared.frames() == 8 * Q as u64);
+    wait_cycles(&h, 3);
+
+    let rec1 = c1.read_all();
+    let rec2 = c2.read_all();
+    let out = drain(&rx);
+    assert_eq!(c1.shared.frames() % Q as u64, 0);
+    assert!(c1.shared.frames() >= 8 * Q as u64);
+    assert!(take_eventfd(&c1.wake) > 0, "the recorder was woken");
+
+    // R1 (same format as the sink): byte-for-byte a stretch of the backend's output, which
+    // contains all of A.
+    let block = Q * 8;
+    let o1 = find_aligned(&out, &rec1, block).expect("record stream = the sink's mix");
+    let a_bytes = f32_bytes(&a);
+    assert!(
+        find_aligned(&rec1, &a_bytes, block).is_some(),
+        "the recording holds all of A"
+    );
+    assert!(o1 + rec1.len() <= out.len());
+
+    // R2 (s16 mono): the same mix, averaged to mono and encoded.
+    let out_f = bytes_f32(&out);
+    let mut mono = vec![0.0f32; out_f.len() / 2];
+    convert::remix(&out_f, 2, &mut mono, 1, out_f.len() / 2);
+    let mut mono_s16 = vec![0u8; mono.len() * 2];
+    convert::encode_into(SampleFormat::S16Le, &mono, &mut mono_s16);
+    assert!(
+        find_aligned(&mono_s16, &rec2, Q * 2).is_some(),
+        "s16 mono recording = converted mix"
+    );
+    assert!(rec2.iter().any(|&b| b != 0));
+
+    // R3 is corked: nothing written.
+    assert_eq!(c3.shared.frames(), 0);
+    assert_eq!(c3.ring.load_write(), 0);
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn shutdown_finalises_a_wav_file_and_drops_the_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sink.wav");
+    let s16 = spec(SampleFormat::S16Le, 2);
+    let backend = crate::backend::open_file(&path, s16).unwrap();
+    let h = SinkHandle::spawn(params("file", s16, 8), backend).unwrap();
+    let samples: Vec<i16> = (0..4 * Q * 2)
+        .map(|i| (i as i16).wrapping_mul(37) | 1)
+        .collect();
+    let (s, mut c) = playback(1, s16, 8 * Q as u64);
+    c.shared.set_draining(true);
+    c.write(
+        &samples
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    );
+    h.add_playback(s).unwrap();
+    wait_for("played", || c.shared.frames() == 4 * Q as u64);
+    let cycles = h.shared().cycles();
+    h.shutdown().unwrap();
+    assert_eq!(
+        Arc::strong_count(&c.shared),
+        1,
+        "shutdown dropped the attached stream"
+    );
+
+    let mut r = hound::WavReader::open(&path).unwrap();
+    assert_eq!(r.spec(), crate::backend::file::wav_spec(s16));
+    let got: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
+    assert_eq!(got.len() % (Q * 2), 0);
+    assert!(
+        got.len() as u64 >= cycles * Q as u64 * 2,
+        "every cycle reached the file"
+    );
+    let at = find_aligned(&got, &samples, Q * 2).expect("the file holds the stream's samples");
+    assert!(got[..at]
+        .iter()
+        .chain(&got[at + samples.len()..])
+        .all(|&x| x == 0));
+}
+
+#[test]
+fn add_checks_the_stream_against_the_sink() {
+    let f32s = spec(SampleFormat::F32Le, 2);
+    let (tx, _rx) = mpsc::channel();
+    let h = SinkHandle::spawn(params("checks", f32s, 2), Box::new(ChanBackend(tx))).unwrap();
+    let q = Q as u64;
+    let small = record(1, f32s, 2 * q - 1, false).0;
+    assert!(matches!(
+        h.add_record(small),
+        Err(EngineError::Stream { id: 1, .. })
+    ));
+    let rate = playback(
+        2,
+        StreamSpec {
+            rate: 44_100,
+            ..f32s
+        },
+        q,
+    )
+    .0;
+    let err = h.add_playback(rate).unwrap_err();
+    assert!(err.to_string().contains("44100"), "{err}");
+    let tiny = playback(3, f32s, q - 1).0;
+    assert!(matches!(
+        h.add_playback(tiny),
+        Err(EngineError::Stream { id: 3, .. })
+    ));
+    let mut wrong = playback(4, f32s, q).0;
+    wrong.spec.channels = 1;
+    assert!(matches!(
+        h.add_playback(wrong),
+        Err(EngineError::Stream { id: 4, .. })
+    ));
+    // A record ring mapped read-only cannot be written by the engine.
+    let (rw, ro) = record(5, f32s, 2 * q, false);
+    let bad = RecordStream {
+        ring: ro.ring,
+        ..rw
+    };
+    assert!(matches!(
+        h.add_record(bad),
+        Err(EngineError::Stream { id: 5, .. })
+    ));
+
+    // max_streams counts streams until they are collected back.
+    h.add_playback(playback(6, f32s, q).0).unwrap();
+    h.add_record(record(7, f32s, 2 * q, false).0).unwrap();
+    let err = h.add_playback(playback(8, f32s, q).0).unwrap_err();
+    assert!(
+        matches!(err, EngineError::TooManyStreams { max: 2, .. }),
+        "{err}"
+    );
+    h.remove(6).unwrap();
+    h.remove(99).unwrap();
+    wait_for("removal", || notify_readable(&h));
+    assert_eq!(h.collect_retired().len(), 1);
+    h.add_playback(playback(8, f32s, q).0).unwrap();
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn spawn_validates_and_survives_a_refused_rt_priority() {
+    let f32s = spec(SampleFormat::F32Le, 2);
+    let bad = |p: SinkParams| SinkHandle::spawn(p, crate::backend::open_null(f32s)).unwrap_err();
+    assert!(matches!(
+        bad(SinkParams {
+            quantum: 0,
+            ..params("x", f32s, 1)
+        }),
+        EngineError::Quantum { .. }
+    ));
+    assert!(matches!(
+        bad(SinkParams {
+            max_streams: 0,
+            ..params("x", f32s, 1)
+        }),
+        EngineError::MaxStreams { .. }
+    ));
+    let spec0 = StreamSpec {
+        channels: 0,
+        ..f32s
+    };
+    assert!(matches!(
+        bad(params("x", spec0, 1)),
+        EngineError::Spec { .. }
+    ));
+    // Whether or not SCHED_FIFO is permitted here, the sink runs.
+    let p = SinkParams {
+        rt_priority: Some(10),
+        ..params("rt", f32s, 1)
+    };
+    let h = SinkHandle::spawn(p, crate::backend::open_null(f32s)).unwrap();
+    wait_cycles(&h, 3);
+    assert_eq!(h.name(), "rt");
+    assert_eq!(h.quantum(), Q as u32);
+    assert_eq!(h.spec(), f32s);
+    assert!(h.shared().max_cycle_ns() >= h.shared().last_cycle_ns().min(h.shared().max_cycle_ns()));
+    assert_eq!(h.shared().backend_errors(), 0);
+    h.shutdown().unwrap();
+}

@@ -1,0 +1,254 @@
+//! Shared harness for the end-to-end tests: a private `soundgated` per test in a temporary
+//! runtime dir, the real `sgcat`, and small signal-analysis helpers.
+//!
+//! Binaries come from the workspace's target dir (next to this test executable), so run
+//! `cargo build --workspace` before `cargo test` (the README's test command does both).
+
+#![allow(dead_code)]
+
+use soundgate_proto::client::Client;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first", path.display());
+    path
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running private daemon.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub runtime: PathBuf,
+    pub state: PathBuf,
+    pub config: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `soundgated` with `config` (TOML text; `$DIR` is replaced by the temp dir).
+    pub fn start(config: &str) -> Daemon {
+        let dir = tempfile::Builder::new().prefix("sg-e2e-").tempdir().expect("tempdir");
+        let d = dir.path().to_path_buf();
+        let config_path = d.join("soundgate.toml");
+        std::fs::write(&config_path, config.replace("$DIR", &d.to_string_lossy())).expect("config");
+        Self::start_with(dir, Some(config_path))
+    }
+
+    /// Starts `soundgated` with no config file at all (built-in defaults).
+    pub fn start_default() -> Daemon {
+        let dir = tempfile::Builder::new().prefix("sg-e2e-").tempdir().expect("tempdir");
+        Self::start_with(dir, None)
+    }
+
+    fn start_with(dir: tempfile::TempDir, config: Option<PathBuf>) -> Daemon {
+        let d = dir.path().to_path_buf();
+        let runtime = d.join("run");
+        let state = d.join("state");
+        let log = d.join("daemon.log");
+        let config = config.unwrap_or_else(|| d.join("absent.toml"));
+        let mut cmd = Command::new(bin("soundgated"));
+        cmd.arg("--runtime-dir").arg(&runtime).arg("--state-dir").arg(&state).arg("-v");
+        if config.exists() {
+            cmd.arg("--config").arg(&config);
+        } else {
+            // No --config: the default path must not exist either, so point HOME/XDG away.
+            cmd.env("XDG_CONFIG_HOME", d.join("xdg"));
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn soundgated");
+        let mut daemon = Daemon { child: Some(child), dir, runtime, state, config, log };
+        let socket = daemon.socket();
+        let up = wait_for(Duration::from_secs(20), || {
+            if let Some(Ok(Some(_))) = daemon.child.as_mut().map(|c| c.try_wait()) {
+                return true;
+            }
+            socket.exists() && Client::connect(&socket, "probe").is_ok()
+        });
+        let exited = daemon.child.as_mut().map(|c| c.try_wait());
+        if let Some(Ok(Some(status))) = exited {
+            panic!("soundgated exited early ({status}):\n{}", daemon.log());
+        }
+        assert!(up, "soundgated did not come up:\n{}", daemon.log());
+        daemon
+    }
+
+    /// The native socket.
+    pub fn socket(&self) -> PathBuf {
+        self.runtime.join("native")
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).expect("running")
+    }
+
+    /// A library client.
+    pub fn client(&self, name: &str) -> Client {
+        Client::connect(&self.socket(), name).expect("connect")
+    }
+
+    /// `sgcat` pointed at this daemon.
+    pub fn sgcat(&self) -> Command {
+        let mut c = Command::new(bin("sgcat"));
+        c.arg("--server").arg(self.socket());
+        c
+    }
+
+    /// Path inside the temp dir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGTERM, then wait (file sinks finalise their WAV). Returns the log.
+    pub fn stop(&mut self) -> String {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let done = wait_for(Duration::from_secs(15), || matches!(child.try_wait(), Ok(Some(_))));
+            if !done {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("soundgated ignored SIGTERM:\n{}", self.log());
+            }
+        }
+        self.log()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Interleaved sine samples.
+pub fn sine(freq: f64, rate: u32, frames: usize, amp: f64, channels: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(frames * channels);
+    for n in 0..frames {
+        let s = (amp * (2.0 * std::f64::consts::PI * freq * n as f64 / f64::from(rate)).sin()) as f32;
+        v.extend(std::iter::repeat_n(s, channels));
+    }
+    v
+}
+
+/// Writes a WAV file of f32 or s16 samples.
+pub fn write_wav(path: &Path, rate: u32, channels: u16, samples: &[f32], float: bool) {
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: if float { 32 } else { 16 },
+        sample_format: if float { hound::SampleFormat::Float } else { hound::SampleFormat::Int },
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("create wav");
+    for &s in samples {
+        if float {
+            w.write_sample(s).expect("write");
+        } else {
+            w.write_sample((f64::from(s) * 32768.0).round().clamp(-32768.0, 32767.0) as i16).expect("write");
+        }
+    }
+    w.finalize().expect("finalize");
+}
+
+/// Reads a WAV as f32 (integers scaled to -1..1) with its spec.
+pub fn read_wav(path: &Path) -> (hound::WavSpec, Vec<f32>) {
+    let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let spec = r.spec();
+    let samples = match spec.sample_format {
+        hound::SampleFormat::Float => r.samples::<f32>().map(|s| s.expect("sample")).collect(),
+        hound::SampleFormat::Int => {
+            let scale = f64::from(1u32 << (spec.bits_per_sample - 1));
+            r.samples::<i32>().map(|s| (f64::from(s.expect("sample")) / scale) as f32).collect()
+        }
+    };
+    (spec, samples)
+}
+
+/// One channel of interleaved samples.
+pub fn channel(samples: &[f32], channels: usize, ch: usize) -> Vec<f32> {
+    samples.iter().skip(ch).step_by(channels).copied().collect()
+}
+
+/// Complex amplitude (amplitude, phase) of `freq` in `x` by correlation over the whole slice.
+pub fn tone(x: &[f32], freq: f64, rate: u32) -> (f64, f64) {
+    let (mut re, mut im) = (0.0f64, 0.0f64);
+    for (n, &v) in x.iter().enumerate() {
+        let w = 2.0 * std::f64::consts::PI * freq * n as f64 / f64::from(rate);
+        re += f64::from(v) * w.cos();
+        im += f64::from(v) * w.sin();
+    }
+    let n = x.len() as f64;
+    let (re, im) = (2.0 * re / n, 2.0 * im / n);
+    ((re * re + im * im).sqrt(), im.atan2(re))
+}
+
+/// First index from which `x` stays non-silent for a while (the start of the audio).
+pub fn onset(x: &[f32], threshold: f32) -> Option<usize> {
+    x.iter().position(|v| v.abs() > threshold)
+}
+
+/// Frequency of the strongest tone in `lo..hi` Hz, scanned in 0.1 Hz steps near the peak.
+pub fn dominant_frequency(x: &[f32], rate: u32, lo: f64, hi: f64) -> f64 {
+    let mut best = (0.0, lo);
+    let mut f = lo;
+    while f <= hi {
+        let (a, _) = tone(x, f, rate);
+        if a > best.0 {
+            best = (a, f);
+        }
+        f += 1.0;
+    }
+    let (mut fine, center) = ((0.0, best.1), best.1);
+    let mut f = center - 1.0;
+    while f <= center + 1.0 {
+        let (a, _) = tone(x, f, rate);
+        if a > fine.0 {
+            fine = (a, f);
+        }
+        f += 0.05;
+    }
+    fine.1
+}
