@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 //! Attacks on the native protocol: each hostile request gets an error or ends that one
 //! connection, while a second client keeps playing without an underrun.
 
@@ -7,9 +8,9 @@ use common::{wait_for, Daemon};
 use soundgate_proto::client::{Client, ClientError, PlaybackOptions};
 use soundgate_proto::ring::{self, Ring};
 use soundgate_proto::shm::{self, Mapping};
+use soundgate_proto::sock::{recv_buffer, SeqPacket, SockError};
 use soundgate_proto::wire::{self, ErrorKind, Event, Reply, Request, MAX_MESSAGE};
 use soundgate_proto::{SampleFormat, StreamSpec};
-use soundgate_proto::sock::{recv_buffer, SeqPacket, SockError};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,7 +27,11 @@ format = "f32le"
 quantum = 256
 "#;
 
-const SPEC: StreamSpec = StreamSpec { format: SampleFormat::F32Le, rate: 48_000, channels: 2 };
+const SPEC: StreamSpec = StreamSpec {
+    format: SampleFormat::F32Le,
+    rate: 48_000,
+    channels: 2,
+};
 
 /// A well-behaved client that plays a tone until told to stop, then reports its counters.
 struct Victim {
@@ -54,7 +59,11 @@ impl Victim {
             let info = p.info().expect("victim info");
             (info.underruns, info.frames)
         });
-        Victim { stop, thread, started: std::time::Instant::now() }
+        Victim {
+            stop,
+            thread,
+            started: std::time::Instant::now(),
+        }
     }
 
     /// Stops and asserts the victim played throughout without an underrun.
@@ -100,12 +109,28 @@ fn server_kind(r: Result<(Reply, Vec<OwnedFd>), ClientError>) -> (ErrorKind, Str
 /// A raw connection that has done the handshake.
 fn handshaken(daemon: &Daemon) -> SeqPacket {
     let sock = SeqPacket::connect(&daemon.socket()).unwrap();
-    let hello = Request::Hello { version: wire::PROTOCOL_VERSION, name: "raw".into() };
-    sock.send(&wire::encode(&wire::ClientMsg { id: 1, req: hello }).unwrap(), &[]).unwrap();
+    let hello = Request::Hello {
+        version: wire::PROTOCOL_VERSION,
+        name: "raw".into(),
+    };
+    sock.send(
+        &wire::encode(&wire::ClientMsg { id: 1, req: hello }).unwrap(),
+        &[],
+    )
+    .unwrap();
     let mut buf = recv_buffer();
     let got = sock.recv(&mut buf).unwrap();
     let reply: wire::ServerMsg = wire::decode(&buf[..got.len]).unwrap();
-    assert!(matches!(reply, wire::ServerMsg::Reply { result: Ok(Reply::Hello { .. }), .. }), "{reply:?}");
+    assert!(
+        matches!(
+            reply,
+            wire::ServerMsg::Reply {
+                result: Ok(Reply::Hello { .. }),
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
     sock
 }
 
@@ -120,7 +145,10 @@ fn expect_error_then_close(sock: &SeqPacket, fragment: &str) {
         }
         other => panic!("expected a protocol error, got {other:?}"),
     }
-    assert!(matches!(sock.recv(&mut buf), Err(SockError::Closed)), "connection not closed");
+    assert!(
+        matches!(sock.recv(&mut buf), Err(SockError::Closed)),
+        "connection not closed"
+    );
 }
 
 #[test]
@@ -132,23 +160,36 @@ fn hostile_requests_harm_no_one_else() {
 
     // 1. An unsealed memfd: the client could shrink it under the server's mapping.
     let attacker = daemon.client("attacker");
-    let mfd = memfd::MemfdOptions::default().allow_sealing(true).create("x").unwrap();
+    let mfd = memfd::MemfdOptions::default()
+        .allow_sealing(true)
+        .create("x")
+        .unwrap();
     mfd.as_file().set_len(size as u64).unwrap();
-    let (kind, msg) = server_kind(attacker.request(create_req(capacity), &[mfd.as_file().as_fd(), eventfd().as_fd()]));
+    let (kind, msg) = server_kind(attacker.request(
+        create_req(capacity),
+        &[mfd.as_file().as_fd(), eventfd().as_fd()],
+    ));
     assert_eq!(kind, ErrorKind::Protocol, "{msg}");
     assert!(msg.contains("not sealed"), "{msg}");
 
     // 2. A sealed memfd smaller than the ring it claims to hold.
     let small = shm::create_sealed("small", size / 2).unwrap();
-    let (kind, msg) = server_kind(attacker.request(create_req(capacity), &[small.as_fd(), eventfd().as_fd()]));
+    let (kind, msg) =
+        server_kind(attacker.request(create_req(capacity), &[small.as_fd(), eventfd().as_fd()]));
     assert_eq!(kind, ErrorKind::Protocol, "{msg}");
     assert!(msg.contains("needs exactly"), "{msg}");
 
     // 3. A pipe instead of an eventfd, and a missing fd.
     let good = shm::create_sealed("ring", size).unwrap();
-    Ring::init(Mapping::new(good.as_fd(), size, true).unwrap(), capacity, SPEC.frame_bytes()).unwrap();
+    Ring::init(
+        Mapping::new(good.as_fd(), size, true).unwrap(),
+        capacity,
+        SPEC.frame_bytes(),
+    )
+    .unwrap();
     let (r, _w) = nix::unistd::pipe().unwrap();
-    let (kind, msg) = server_kind(attacker.request(create_req(capacity), &[good.as_fd(), r.as_fd()]));
+    let (kind, msg) =
+        server_kind(attacker.request(create_req(capacity), &[good.as_fd(), r.as_fd()]));
     assert_eq!(kind, ErrorKind::Protocol, "{msg}");
     let (kind, _) = server_kind(attacker.request(create_req(capacity), &[good.as_fd()]));
     assert_eq!(kind, ErrorKind::Protocol);
@@ -157,9 +198,18 @@ fn hostile_requests_harm_no_one_else() {
 
     // 4. A ring whose write index is bogus after creation: the engine ends that stream.
     let ring_fd = shm::create_sealed("ring", size).unwrap();
-    let ring = Ring::init(Mapping::new(ring_fd.as_fd(), size, true).unwrap(), capacity, SPEC.frame_bytes()).unwrap();
-    let (reply, _) = attacker.request(create_req(capacity), &[ring_fd.as_fd(), eventfd().as_fd()]).unwrap();
-    let Reply::StreamCreated { stream, .. } = reply else { panic!("{reply:?}") };
+    let ring = Ring::init(
+        Mapping::new(ring_fd.as_fd(), size, true).unwrap(),
+        capacity,
+        SPEC.frame_bytes(),
+    )
+    .unwrap();
+    let (reply, _) = attacker
+        .request(create_req(capacity), &[ring_fd.as_fd(), eventfd().as_fd()])
+        .unwrap();
+    let Reply::StreamCreated { stream, .. } = reply else {
+        panic!("{reply:?}")
+    };
     ring.store_write(capacity * 10).unwrap();
     let mut ended = None;
     assert!(
@@ -176,17 +226,31 @@ fn hostile_requests_harm_no_one_else() {
     );
     let error = ended.unwrap();
     assert_eq!(error.kind, ErrorKind::Protocol, "{error}");
-    assert!(attacker.streams().unwrap().is_empty(), "the ended stream is gone");
+    assert!(
+        attacker.streams().unwrap().is_empty(),
+        "the ended stream is gone"
+    );
 
     // 5. A ring header that lies about its geometry at creation.
     let liar = shm::create_sealed("ring", size).unwrap();
-    Ring::init(Mapping::new(liar.as_fd(), size, true).unwrap(), capacity / 2, SPEC.frame_bytes() * 2).unwrap();
-    let (kind, msg) = server_kind(attacker.request(create_req(capacity), &[liar.as_fd(), eventfd().as_fd()]));
+    Ring::init(
+        Mapping::new(liar.as_fd(), size, true).unwrap(),
+        capacity / 2,
+        SPEC.frame_bytes() * 2,
+    )
+    .unwrap();
+    let (kind, msg) =
+        server_kind(attacker.request(create_req(capacity), &[liar.as_fd(), eventfd().as_fd()]));
     assert_eq!(kind, ErrorKind::Protocol, "{msg}");
 
     // 6. A datagram over the size cap gets a protocol error and ends that connection.
     let big = handshaken(&daemon);
-    nix::sys::socket::send(big.as_fd().as_raw_fd(), &vec![0u8; MAX_MESSAGE + 1000], nix::sys::socket::MsgFlags::empty()).unwrap();
+    nix::sys::socket::send(
+        big.as_fd().as_raw_fd(),
+        &vec![0u8; MAX_MESSAGE + 1000],
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
     expect_error_then_close(&big, "exceeds");
 
     // 7. Garbage gets a protocol error and ends that connection.
@@ -196,12 +260,19 @@ fn hostile_requests_harm_no_one_else() {
 
     // 8. Skipping the handshake is refused.
     let raw = SeqPacket::connect(&daemon.socket()).unwrap();
-    let bytes = wire::encode(&wire::ClientMsg { id: 1, req: Request::ListSinks }).unwrap();
+    let bytes = wire::encode(&wire::ClientMsg {
+        id: 1,
+        req: Request::ListSinks,
+    })
+    .unwrap();
     raw.send(&bytes, &[]).unwrap();
     let mut buf = recv_buffer();
     let got = raw.recv(&mut buf).unwrap();
     let reply: wire::ServerMsg = wire::decode(&buf[..got.len]).unwrap();
-    assert!(matches!(reply, wire::ServerMsg::Reply { result: Err(ref e), .. } if e.kind == ErrorKind::Protocol), "{reply:?}");
+    assert!(
+        matches!(reply, wire::ServerMsg::Reply { result: Err(ref e), .. } if e.kind == ErrorKind::Protocol),
+        "{reply:?}"
+    );
 
     // 9. A flood of requests on one connection only keeps that connection busy.
     let flood = daemon.client("flood");
@@ -224,11 +295,23 @@ fn other_clients_streams_are_invisible_and_untouchable() {
     opts.corked = true;
     let p = owner.playback(opts).unwrap();
     let other = daemon.client("other");
-    assert!(other.streams().unwrap().is_empty(), "another client's stream is listed");
+    assert!(
+        other.streams().unwrap().is_empty(),
+        "another client's stream is listed"
+    );
     for req in [
-        Request::SetVolume { stream: p.id(), volume: 0.0 },
-        Request::SetMute { stream: p.id(), muted: true },
-        Request::Cork { stream: p.id(), corked: false },
+        Request::SetVolume {
+            stream: p.id(),
+            volume: 0.0,
+        },
+        Request::SetMute {
+            stream: p.id(),
+            muted: true,
+        },
+        Request::Cork {
+            stream: p.id(),
+            corked: false,
+        },
         Request::DeleteStream { stream: p.id() },
         Request::StreamInfo { stream: p.id() },
     ] {
@@ -244,6 +327,11 @@ fn other_clients_streams_are_invisible_and_untouchable() {
 fn admin_actions_are_refused_on_the_native_socket() {
     let daemon = Daemon::start(CONFIG);
     let c = daemon.client("wannabe-admin");
-    let (kind, msg) = server_kind(c.request(Request::SetDefaultSink { sink: "speakers".into() }, &[]));
+    let (kind, msg) = server_kind(c.request(
+        Request::SetDefaultSink {
+            sink: "speakers".into(),
+        },
+        &[],
+    ));
     assert_eq!(kind, ErrorKind::Denied, "{msg}");
 }

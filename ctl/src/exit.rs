@@ -143,7 +143,10 @@ mod tests {
         struct Open {
             source: std::io::Error,
         }
-        let err = anyhow::Error::new(Open { source: std::io::Error::other("gone") }).context("opening the input");
+        let err = anyhow::Error::new(Open {
+            source: std::io::Error::other("gone"),
+        })
+        .context("opening the input");
         assert_eq!(error_line(&err), "opening the input: cannot open x: gone");
     }
 }

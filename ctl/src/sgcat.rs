@@ -200,7 +200,13 @@ impl Args {
 pub fn init_logging(args: &Args) {
     // Our own crates at the chosen level; decoders and others only at warn unless -vv.
     let ours = args.tracing_level().as_str().to_ascii_lowercase();
-    let others = if args.verbose >= 2 { "debug" } else if args.quiet { "error" } else { "warn" };
+    let others = if args.verbose >= 2 {
+        "debug"
+    } else if args.quiet {
+        "error"
+    } else {
+        "warn"
+    };
     let directives = format!("{others},sgcat={ours},soundgate_ctl={ours},soundgate_proto={ours}");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
@@ -273,7 +279,11 @@ fn playback(args: &Args) -> Result<()> {
         let mut data = &buf[..n];
         while !data.is_empty() {
             // While corked, write no more than the prefill: a full ring would block for ever.
-            let take = if corked { data.len().min((prefill - frames) as usize * frame) } else { data.len() };
+            let take = if corked {
+                data.len().min((prefill - frames) as usize * frame)
+            } else {
+                data.len()
+            };
             let (now, rest) = data.split_at(take);
             stream.write(now).context("playing")?;
             frames += (now.len() / frame) as u64;
@@ -288,7 +298,11 @@ fn playback(args: &Args) -> Result<()> {
         stream.cork(false).context("starting the stream")?;
     }
     if let Ok(info) = stream.info() {
-        tracing::trace!("before drain: {} underruns, {} frames consumed", info.underruns, info.frames);
+        tracing::trace!(
+            "before drain: {} underruns, {} frames consumed",
+            info.underruns,
+            info.frames
+        );
     }
     stream.drain().context("draining the stream")?;
     match stream.info() {

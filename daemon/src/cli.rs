@@ -67,7 +67,9 @@ impl Args {
             }
             std::env::var_os("XDG_RUNTIME_DIR")
                 .map(|d| PathBuf::from(d).join("soundgate"))
-                .unwrap_or_else(|| std::env::temp_dir().join(format!("soundgate-{}", nix::unistd::getuid())))
+                .unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!("soundgate-{}", nix::unistd::getuid()))
+                })
         };
         let state_default = || match (&user, system) {
             (Some(u), false) => u.data_dir().to_path_buf(),

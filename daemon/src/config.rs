@@ -111,8 +111,8 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file is writable by users other than its owner, so its rules cannot be trusted.
-    #[error("{}: is writable by other users; refusing to trust it (chmod go-w)", path.display())]
+    /// The file is writable by everyone, so its rules cannot be trusted.
+    #[error("{}: is writable by everyone; refusing to trust it (chmod o-w)", path.display())]
     Insecure {
         /// The file.
         path: PathBuf,
@@ -166,7 +166,7 @@ impl Config {
         };
         let file = std::fs::File::open(path).map_err(read_err)?;
         let meta = file.metadata().map_err(read_err)?;
-        if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o022 != 0 {
+        if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o002 != 0 {
             return Err(ConfigError::Insecure {
                 path: path.to_path_buf(),
             });
@@ -181,7 +181,7 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: origin.to_path_buf(),
             line: e.span().map_or(1, |s| cx.line(s.start)),
-            message: e.message().trim_end().to_string(),
+            message: e.message().trim_end().replace('\n', "; "),
         })?;
         let engine = cx.engine(raw.engine)?;
         let limits = cx.limits(raw.limits)?;
@@ -429,39 +429,40 @@ impl Cx<'_> {
         }
         let backend_name = s.backend.as_ref().map_or("null", |b| b.get_ref().as_str());
         let backend_span = s.backend.as_ref().map_or(s.name.span(), Spanned::span);
-        let backend =
-            match (backend_name, &s.path) {
-                ("null", None) => SinkBackend::Null,
-                ("null", Some(p)) => {
+        let backend = match (backend_name, &s.path) {
+            ("null", None) => SinkBackend::Null,
+            ("null", Some(p)) => {
+                return Err(self.err(
+                    p.span(),
+                    format!("sink {name:?}: path is only for backend \"file\""),
+                ))
+            }
+            ("file", None) => {
+                return Err(self.err(
+                    backend_span,
+                    format!("sink {name:?}: backend \"file\" needs a path"),
+                ))
+            }
+            ("file", Some(p)) => {
+                if !p.get_ref().is_absolute() {
                     return Err(self.err(
                         p.span(),
-                        format!("sink {name:?}: path is only for backend \"file\""),
-                    ))
+                        format!("sink {name:?}: path {:?} must be absolute", p.get_ref()),
+                    ));
                 }
-                ("file", None) => {
-                    return Err(self.err(
-                        backend_span,
-                        format!("sink {name:?}: backend \"file\" needs a path"),
-                    ))
+                SinkBackend::File {
+                    path: p.get_ref().clone(),
                 }
-                ("file", Some(p)) => {
-                    if !p.get_ref().is_absolute() {
-                        return Err(self.err(
-                            p.span(),
-                            format!("sink {name:?}: path {:?} must be absolute", p.get_ref()),
-                        ));
-                    }
-                    SinkBackend::File {
-                        path: p.get_ref().clone(),
-                    }
-                }
-                (other, _) => return Err(self.err(
+            }
+            (other, _) => {
+                return Err(self.err(
                     backend_span,
                     format!(
                         "sink {name:?}: unknown backend {other:?} (expected \"null\" or \"file\")"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let format = match &s.format {
             None => DEFAULT_FORMAT,
             Some(f) => f

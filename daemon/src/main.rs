@@ -18,7 +18,11 @@ fn main() {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
     if let Err(e) = run(args) {
         eprintln!("soundgated: {e:#}");
         std::process::exit(1);
@@ -33,7 +37,11 @@ fn load_config(args: &Args) -> Result<Config> {
         Ok(config)
     } else {
         let config = Config::builtin_default();
-        let names: Vec<String> = config.sinks.iter().map(|s| format!("{} ({} {}, quantum {})", s.name, s.spec, "null", s.quantum)).collect();
+        let names: Vec<String> = config
+            .sinks
+            .iter()
+            .map(|s| format!("{} ({} {}, quantum {})", s.name, s.spec, "null", s.quantum))
+            .collect();
         tracing::info!(
             "no config file at {}; starting with built-in defaults: {}",
             paths.config.display(),
@@ -47,7 +55,12 @@ fn run(args: Args) -> Result<()> {
     let paths = args.paths();
     let config = load_config(&args)?;
     if args.check_config {
-        println!("{}: ok ({} sinks, {} rules)", paths.config.display(), config.sinks.len(), config.rules.len());
+        println!(
+            "{}: ok ({} sinks, {} rules)",
+            paths.config.display(),
+            config.sinks.len(),
+            config.rules.len()
+        );
         return Ok(());
     }
     std::fs::create_dir_all(&paths.runtime_dir)

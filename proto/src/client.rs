@@ -89,7 +89,10 @@ pub enum ClientError {
     Invalid(String),
     /// A system call failed.
     #[error("{op}: {errno}")]
-    Sys { op: &'static str, errno: nix::errno::Errno },
+    Sys {
+        op: &'static str,
+        errno: nix::errno::Errno,
+    },
 }
 
 impl ClientError {
@@ -124,7 +127,11 @@ impl Conn {
         }
     }
 
-    fn call(&mut self, req: Request, fds: &[BorrowedFd<'_>]) -> Result<(Reply, Vec<OwnedFd>), ClientError> {
+    fn call(
+        &mut self,
+        req: Request,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(Reply, Vec<OwnedFd>), ClientError> {
         self.next_id = self.next_id.wrapping_add(1).max(1);
         let id = self.next_id;
         let bytes = wire::encode(&ClientMsg { id, req })?;
@@ -134,7 +141,9 @@ impl Conn {
             let msg: ServerMsg = wire::decode(&self.buf[..got.len])?;
             if let Some((rid, result)) = self.dispatch(msg) {
                 if rid != id {
-                    return Err(ClientError::Protocol(format!("reply to {rid} while waiting for {id}")));
+                    return Err(ClientError::Protocol(format!(
+                        "reply to {rid} while waiting for {id}"
+                    )));
                 }
                 return match result {
                     Ok(reply) => Ok((reply, got.fds)),
@@ -163,9 +172,10 @@ impl Conn {
     /// Fails if the server has ended `stream`.
     fn check_stream(&mut self, stream: StreamId) -> Result<(), ClientError> {
         self.pump()?;
-        let ended = self.events.iter().position(
-            |e| matches!(e, Event::StreamEnded { stream: s, .. } if *s == stream),
-        );
+        let ended = self
+            .events
+            .iter()
+            .position(|e| matches!(e, Event::StreamEnded { stream: s, .. } if *s == stream));
         if let Some(i) = ended {
             if let Some(Event::StreamEnded { error, .. }) = self.events.remove(i) {
                 return Err(ClientError::Server(error));
@@ -191,15 +201,30 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Connects and shakes hands. `name` is a label the server shows, never an identity.
     pub fn connect(path: &Path, name: &str) -> Result<Client, ClientError> {
-        let sock = SeqPacket::connect(path)
-            .map_err(|source| ClientError::Connect { path: path.to_path_buf(), source })?;
-        let mut conn = Conn { sock, next_id: 0, events: VecDeque::new(), buf: recv_buffer() };
-        let hello = Request::Hello { version: PROTOCOL_VERSION, name: name.to_string() };
+        let sock = SeqPacket::connect(path).map_err(|source| ClientError::Connect {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut conn = Conn {
+            sock,
+            next_id: 0,
+            events: VecDeque::new(),
+            buf: recv_buffer(),
+        };
+        let hello = Request::Hello {
+            version: PROTOCOL_VERSION,
+            name: name.to_string(),
+        };
         let (reply, _) = conn.call(hello, &[])?;
         let Reply::Hello { client, .. } = reply else {
-            return Err(ClientError::Protocol(format!("unexpected handshake reply {reply:?}")));
+            return Err(ClientError::Protocol(format!(
+                "unexpected handshake reply {reply:?}"
+            )));
         };
-        Ok(Client { conn: Arc::new(Mutex::new(conn)), id: client })
+        Ok(Client {
+            conn: Arc::new(Mutex::new(conn)),
+            id: client,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Conn> {
@@ -214,7 +239,11 @@ impl Client {
     }
 
     /// Sends any request with `fds`; returns the reply and the fds it carried.
-    pub fn request(&self, req: Request, fds: &[BorrowedFd<'_>]) -> Result<(Reply, Vec<OwnedFd>), ClientError> {
+    pub fn request(
+        &self,
+        req: Request,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(Reply, Vec<OwnedFd>), ClientError> {
         self.lock().call(req, fds)
     }
 
@@ -274,7 +303,13 @@ impl Client {
         }
     }
 
-    fn device(&self, list: Vec<DeviceInfo>, name: Option<&str>, fallback: Option<String>, what: &str) -> Result<Option<DeviceInfo>, ClientError> {
+    fn device(
+        &self,
+        list: Vec<DeviceInfo>,
+        name: Option<&str>,
+        fallback: Option<String>,
+        what: &str,
+    ) -> Result<Option<DeviceInfo>, ClientError> {
         let wanted = match name {
             Some(n) => Some(n.to_string()),
             None => fallback,
@@ -293,7 +328,12 @@ impl Client {
         opts.spec.validate()?;
         let info = self.server_info()?;
         let sink = self
-            .device(self.sinks()?, opts.device.as_deref(), info.default_sink, "sink")?
+            .device(
+                self.sinks()?,
+                opts.device.as_deref(),
+                info.default_sink,
+                "sink",
+            )?
             .ok_or_else(|| {
                 ClientError::Server(WireError::new(
                     ErrorKind::NotFound,
@@ -303,10 +343,18 @@ impl Client {
         let resampler = if opts.spec.rate == sink.spec.rate {
             None
         } else {
-            Some(Resampler::new(opts.spec.rate, sink.spec.rate, opts.spec.channels.into())?)
+            Some(Resampler::new(
+                opts.spec.rate,
+                sink.spec.rate,
+                opts.spec.channels.into(),
+            )?)
         };
         let ring_spec = StreamSpec {
-            format: if resampler.is_some() { SampleFormat::F32Le } else { opts.spec.format },
+            format: if resampler.is_some() {
+                SampleFormat::F32Le
+            } else {
+                opts.spec.format
+            },
             rate: sink.spec.rate,
             channels: opts.spec.channels,
         };
@@ -314,7 +362,11 @@ impl Client {
         let capacity = ring_spec.frames_for_ms(opts.latency_ms).max(3 * quantum);
         let size = ring::ring_bytes(capacity, ring_spec.frame_bytes())?;
         let memfd = shm::create_sealed("soundgate-play", size)?;
-        let ring = Ring::init(Mapping::new(memfd.as_fd(), size, true)?, capacity, ring_spec.frame_bytes())?;
+        let ring = Ring::init(
+            Mapping::new(memfd.as_fd(), size, true)?,
+            capacity,
+            ring_spec.frame_bytes(),
+        )?;
         let wake = new_eventfd()?;
         let req = Request::CreatePlayback {
             name: opts.name.clone(),
@@ -326,7 +378,9 @@ impl Client {
             corked: opts.corked,
         };
         let (reply, _) = self.request(req, &[memfd.as_fd(), wake.as_fd()])?;
-        let Reply::StreamCreated { stream, .. } = reply else { return Err(unexpected(&reply)) };
+        let Reply::StreamCreated { stream, .. } = reply else {
+            return Err(unexpected(&reply));
+        };
         Ok(Playback {
             client: self.clone(),
             id: stream,
@@ -347,19 +401,37 @@ impl Client {
     pub fn record(&self, opts: RecordOptions) -> Result<Record, ClientError> {
         opts.spec.validate()?;
         let info = self.server_info()?;
-        let source = self.device(self.sources()?, opts.device.as_deref(), info.default_source, "source")?;
-        let name = opts.device.clone().or_else(|| source.as_ref().map(|s| s.name.clone()));
+        let source = self.device(
+            self.sources()?,
+            opts.device.as_deref(),
+            info.default_source,
+            "source",
+        )?;
+        let name = opts
+            .device
+            .clone()
+            .or_else(|| source.as_ref().map(|s| s.name.clone()));
         // A source we cannot see is still asked for, at the wanted rate: the server's policy
         // then answers (permission denied, or not found) rather than the library guessing.
         let device_rate = source.as_ref().map_or(opts.spec.rate, |s| s.spec.rate);
-        let quantum = source.as_ref().map_or(1024, |s| u64::from(s.quantum.max(1)));
+        let quantum = source
+            .as_ref()
+            .map_or(1024, |s| u64::from(s.quantum.max(1)));
         let resampler = if opts.spec.rate == device_rate {
             None
         } else {
-            Some(Resampler::new(device_rate, opts.spec.rate, opts.spec.channels.into())?)
+            Some(Resampler::new(
+                device_rate,
+                opts.spec.rate,
+                opts.spec.channels.into(),
+            )?)
         };
         let ring_spec = StreamSpec {
-            format: if resampler.is_some() { SampleFormat::F32Le } else { opts.spec.format },
+            format: if resampler.is_some() {
+                SampleFormat::F32Le
+            } else {
+                opts.spec.format
+            },
             rate: device_rate,
             channels: opts.spec.channels,
         };
@@ -373,16 +445,32 @@ impl Client {
             capacity_frames: capacity,
         };
         let (reply, mut fds) = self.request(req, &[])?;
-        let Reply::StreamCreated { stream, capacity_frames, .. } = reply else {
+        let Reply::StreamCreated {
+            stream,
+            capacity_frames,
+            ..
+        } = reply
+        else {
             return Err(unexpected(&reply));
         };
         if fds.len() != 2 {
-            return Err(ClientError::Protocol(format!("record reply carried {} fds, expected 2", fds.len())));
+            return Err(ClientError::Protocol(format!(
+                "record reply carried {} fds, expected 2",
+                fds.len()
+            )));
         }
-        let wake = fds.pop().ok_or_else(|| ClientError::Protocol("missing eventfd".into()))?;
-        let memfd = fds.pop().ok_or_else(|| ClientError::Protocol("missing memfd".into()))?;
+        let wake = fds
+            .pop()
+            .ok_or_else(|| ClientError::Protocol("missing eventfd".into()))?;
+        let memfd = fds
+            .pop()
+            .ok_or_else(|| ClientError::Protocol("missing memfd".into()))?;
         let size = ring::ring_bytes(capacity_frames, ring_spec.frame_bytes())?;
-        let ring = Ring::attach(Mapping::new(memfd.as_fd(), size, false)?, capacity_frames, ring_spec.frame_bytes())?;
+        let ring = Ring::attach(
+            Mapping::new(memfd.as_fd(), size, false)?,
+            capacity_frames,
+            ring_spec.frame_bytes(),
+        )?;
         Ok(Record {
             client: self.clone(),
             id: stream,
@@ -407,8 +495,13 @@ fn unexpected(r: &Reply) -> ClientError {
 }
 
 fn new_eventfd() -> Result<OwnedFd, ClientError> {
-    let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-        .map_err(|errno| ClientError::Sys { op: "eventfd", errno })?;
+    let efd =
+        EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(|errno| {
+            ClientError::Sys {
+                op: "eventfd",
+                errno,
+            }
+        })?;
     Ok(efd.into())
 }
 
@@ -416,8 +509,12 @@ fn new_eventfd() -> Result<OwnedFd, ClientError> {
 fn wait(wake: BorrowedFd<'_>, client: &Client, timeout: Duration) -> Result<(), ClientError> {
     let conn = client.lock();
     let sock = conn.sock.as_fd();
-    let mut fds = [PollFd::new(wake, PollFlags::POLLIN), PollFd::new(sock, PollFlags::POLLIN)];
-    let ms = PollTimeout::try_from(timeout.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
+    let mut fds = [
+        PollFd::new(wake, PollFlags::POLLIN),
+        PollFd::new(sock, PollFlags::POLLIN),
+    ];
+    let ms =
+        PollTimeout::try_from(timeout.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
     // Polling with the lock held is fine: streams of one client are driven from one thread at a
     // time, and the wait is bounded.
     match poll(&mut fds, ms) {
@@ -515,7 +612,8 @@ impl Playback {
                 r
             }
             Some(rs) => {
-                self.f32_buf.resize(data.len() / self.input.format.bytes(), 0.0);
+                self.f32_buf
+                    .resize(data.len() / self.input.format.bytes(), 0.0);
                 convert::decode_into(self.input.format, data, &mut self.f32_buf);
                 self.resampled.clear();
                 rs.process(&self.f32_buf, &mut self.resampled)?;
@@ -539,8 +637,9 @@ impl Playback {
         let cap = self.ring.capacity();
         while !data.is_empty() {
             let read = self.ring.load_read();
-            let filled = ring::readable(self.written, read, cap)
-                .map_err(|_| ClientError::Protocol("server published an impossible read index".into()))?;
+            let filled = ring::readable(self.written, read, cap).map_err(|_| {
+                ClientError::Protocol("server published an impossible read index".into())
+            })?;
             let free = cap - filled;
             if free == 0 {
                 self.client.lock().check_stream(self.id)?;
@@ -579,7 +678,9 @@ impl Playback {
                 if info.corked {
                     return Err(ClientError::Invalid("cannot drain a corked stream".into()));
                 }
-                return Err(ClientError::Protocol("the server stopped consuming this stream".into()));
+                return Err(ClientError::Protocol(
+                    "the server stopped consuming this stream".into(),
+                ));
             }
         }
         Ok(())
@@ -587,17 +688,32 @@ impl Playback {
 
     /// Sets this stream's linear volume.
     pub fn set_volume(&self, volume: f32) -> Result<(), ClientError> {
-        self.client.call_ok(Request::SetVolume { stream: self.id, volume }).map(drop)
+        self.client
+            .call_ok(Request::SetVolume {
+                stream: self.id,
+                volume,
+            })
+            .map(drop)
     }
 
     /// Mutes or unmutes.
     pub fn set_mute(&self, muted: bool) -> Result<(), ClientError> {
-        self.client.call_ok(Request::SetMute { stream: self.id, muted }).map(drop)
+        self.client
+            .call_ok(Request::SetMute {
+                stream: self.id,
+                muted,
+            })
+            .map(drop)
     }
 
     /// Pauses or resumes.
     pub fn cork(&self, corked: bool) -> Result<(), ClientError> {
-        self.client.call_ok(Request::Cork { stream: self.id, corked }).map(drop)
+        self.client
+            .call_ok(Request::Cork {
+                stream: self.id,
+                corked,
+            })
+            .map(drop)
     }
 
     /// State and counters (underruns, frames played).
@@ -607,7 +723,9 @@ impl Playback {
 
     /// Deletes the stream.
     pub fn close(self) -> Result<(), ClientError> {
-        self.client.call_ok(Request::DeleteStream { stream: self.id }).map(drop)
+        self.client
+            .call_ok(Request::DeleteStream { stream: self.id })
+            .map(drop)
     }
 }
 
@@ -627,7 +745,12 @@ pub struct RecordOptions {
 impl RecordOptions {
     /// Defaults: default source, 100 ms.
     pub fn new(name: &str, spec: StreamSpec) -> RecordOptions {
-        RecordOptions { name: name.to_string(), device: None, spec, latency_ms: 100 }
+        RecordOptions {
+            name: name.to_string(),
+            device: None,
+            spec,
+            latency_ms: 100,
+        }
     }
 }
 
@@ -673,7 +796,11 @@ impl Record {
 
     /// Appends the frames the server has produced to `out`, in the wanted format. Waits up to
     /// `timeout` (forever if `None`) for at least one; returns the bytes appended (0 on timeout).
-    pub fn read(&mut self, out: &mut Vec<u8>, timeout: Option<Duration>) -> Result<usize, ClientError> {
+    pub fn read(
+        &mut self,
+        out: &mut Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<usize, ClientError> {
         let start = Instant::now();
         loop {
             let got = self.read_available(out)?;
@@ -688,7 +815,11 @@ impl Record {
                 None => Duration::from_millis(500),
             };
             self.client.lock().check_stream(self.id)?;
-            wait(self.wake.as_fd(), &self.client, left.min(Duration::from_millis(500)))?;
+            wait(
+                self.wake.as_fd(),
+                &self.client,
+                left.min(Duration::from_millis(500)),
+            )?;
         }
     }
 
@@ -697,7 +828,9 @@ impl Record {
         let fb = self.ring_spec.frame_bytes();
         let write = self.ring.load_write();
         if write < self.last_write {
-            return Err(ClientError::Protocol("record ring's write index went backwards".into()));
+            return Err(ClientError::Protocol(
+                "record ring's write index went backwards".into(),
+            ));
         }
         self.last_write = write;
         let valid = ring::record_valid_from(write, cap);
@@ -724,7 +857,8 @@ impl Record {
         match self.resampler.as_mut() {
             None if self.ring_spec.format == self.wanted.format => out.extend_from_slice(raw),
             None => {
-                self.f32_buf.resize(raw.len() / self.ring_spec.format.bytes(), 0.0);
+                self.f32_buf
+                    .resize(raw.len() / self.ring_spec.format.bytes(), 0.0);
                 convert::decode_into(self.ring_spec.format, raw, &mut self.f32_buf);
                 append_encoded(self.wanted.format, &self.f32_buf, out);
             }
@@ -741,7 +875,9 @@ impl Record {
 
     /// Deletes the stream.
     pub fn close(self) -> Result<(), ClientError> {
-        self.client.call_ok(Request::DeleteStream { stream: self.id }).map(drop)
+        self.client
+            .call_ok(Request::DeleteStream { stream: self.id })
+            .map(drop)
     }
 }
 
@@ -757,7 +893,10 @@ mod tests {
 
     #[test]
     fn server_path_precedence() {
-        assert_eq!(server_path(Some(Path::new("/x/native"))), PathBuf::from("/x/native"));
+        assert_eq!(
+            server_path(Some(Path::new("/x/native"))),
+            PathBuf::from("/x/native")
+        );
         // The environment is process-global; only read it here.
         let expected = match std::env::var_os(SERVER_ENV) {
             Some(v) if !v.is_empty() => PathBuf::from(v),

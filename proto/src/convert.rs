@@ -47,7 +47,9 @@ pub fn encode_into(format: SampleFormat, samples: &[f32], out: &mut [u8]) {
         }
         SampleFormat::S32Le => {
             for (s, c) in samples.iter().zip(out.chunks_exact_mut(4)) {
-                let v = (f64::from(*s) * S32_SCALE).round().clamp(-S32_SCALE, S32_SCALE - 1.0) as i32;
+                let v = (f64::from(*s) * S32_SCALE)
+                    .round()
+                    .clamp(-S32_SCALE, S32_SCALE - 1.0) as i32;
                 c.copy_from_slice(&v.to_le_bytes());
             }
         }
@@ -111,16 +113,24 @@ mod tests {
         decode_into(SampleFormat::S32Le, &bytes, &mut f);
         let mut back = vec![0u8; bytes.len()];
         encode_into(SampleFormat::S32Le, &f, &mut back);
-        let got: Vec<i32> =
-            back.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let got: Vec<i32> = back
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         for (g, w) in got.iter().zip(&ints) {
             // f32 keeps 24 bits of mantissa.
             assert!((i64::from(*g) - i64::from(*w)).abs() <= 256, "{g} vs {w}");
         }
         let mut out = [0u8; 8];
         encode_into(SampleFormat::S32Le, &[2.0, -2.0], &mut out);
-        assert_eq!(i32::from_le_bytes([out[0], out[1], out[2], out[3]]), i32::MAX);
-        assert_eq!(i32::from_le_bytes([out[4], out[5], out[6], out[7]]), i32::MIN);
+        assert_eq!(
+            i32::from_le_bytes([out[0], out[1], out[2], out[3]]),
+            i32::MAX
+        );
+        assert_eq!(
+            i32::from_le_bytes([out[4], out[5], out[6], out[7]]),
+            i32::MIN
+        );
         encode_into(SampleFormat::S16Le, &[1.5, -1.5], &mut out[..4]);
         assert_eq!(i16::from_le_bytes([out[0], out[1]]), i16::MAX);
         assert_eq!(i16::from_le_bytes([out[2], out[3]]), i16::MIN);

@@ -121,7 +121,11 @@ mod tests {
 
     #[test]
     fn format_names_round_trip() {
-        for f in [SampleFormat::S16Le, SampleFormat::S32Le, SampleFormat::F32Le] {
+        for f in [
+            SampleFormat::S16Le,
+            SampleFormat::S32Le,
+            SampleFormat::F32Le,
+        ] {
             assert_eq!(f.name().parse::<SampleFormat>().unwrap(), f);
         }
         assert!("u8".parse::<SampleFormat>().is_err());
@@ -129,11 +133,25 @@ mod tests {
 
     #[test]
     fn spec_validation() {
-        let ok = StreamSpec { format: SampleFormat::S16Le, rate: 48_000, channels: 2 };
+        let ok = StreamSpec {
+            format: SampleFormat::S16Le,
+            rate: 48_000,
+            channels: 2,
+        };
         assert_eq!(ok.frame_bytes(), 4);
         assert!(ok.validate().is_ok());
-        assert_eq!(StreamSpec { channels: 0, ..ok }.validate(), Err(SpecError::Channels(0)));
-        assert_eq!(StreamSpec { rate: 1_000_000, ..ok }.validate(), Err(SpecError::Rate(1_000_000)));
+        assert_eq!(
+            StreamSpec { channels: 0, ..ok }.validate(),
+            Err(SpecError::Channels(0))
+        );
+        assert_eq!(
+            StreamSpec {
+                rate: 1_000_000,
+                ..ok
+            }
+            .validate(),
+            Err(SpecError::Rate(1_000_000))
+        );
         assert_eq!(ok.frames_for_ms(10), 480);
     }
 }

@@ -70,7 +70,11 @@ pub enum RingError {
     Header(&'static str),
     /// The peer's index is out of range.
     #[error("ring index out of range: write {write}, read {read}, capacity {capacity}")]
-    BadIndex { write: u64, read: u64, capacity: u64 },
+    BadIndex {
+        write: u64,
+        read: u64,
+        capacity: u64,
+    },
     /// A write on a read-only mapping.
     #[error("ring is mapped read-only")]
     ReadOnly,
@@ -78,7 +82,10 @@ pub enum RingError {
 
 /// Total bytes a ring of `capacity` frames of `frame_bytes` bytes needs.
 pub fn ring_bytes(capacity: u64, frame_bytes: usize) -> Result<usize, RingError> {
-    let bad = RingError::Geometry { capacity, frame_bytes };
+    let bad = RingError::Geometry {
+        capacity,
+        frame_bytes,
+    };
     if capacity == 0 || frame_bytes == 0 || frame_bytes > MAX_FRAME_BYTES {
         return Err(bad);
     }
@@ -95,7 +102,11 @@ pub fn ring_bytes(capacity: u64, frame_bytes: usize) -> Result<usize, RingError>
 pub fn readable(write: u64, read: u64, capacity: u64) -> Result<u64, RingError> {
     match write.checked_sub(read) {
         Some(n) if n <= capacity => Ok(n),
-        _ => Err(RingError::BadIndex { write, read, capacity }),
+        _ => Err(RingError::BadIndex {
+            write,
+            read,
+            capacity,
+        }),
     }
 }
 
@@ -155,7 +166,10 @@ impl Ring {
         {
             return Err(RingError::Header("geometry differs from the request"));
         }
-        let (w, r) = (h.write_index.load(Ordering::Acquire), h.read_index.load(Ordering::Acquire));
+        let (w, r) = (
+            h.write_index.load(Ordering::Acquire),
+            h.read_index.load(Ordering::Acquire),
+        );
         readable(w, r, capacity)?;
         Ok(ring)
     }
@@ -163,9 +177,16 @@ impl Ring {
     fn checked(map: Mapping, capacity: u64, frame_bytes: usize) -> Result<Ring, RingError> {
         let expected = ring_bytes(capacity, frame_bytes)?;
         if map.len() != expected {
-            return Err(RingError::Size { expected, actual: map.len() });
+            return Err(RingError::Size {
+                expected,
+                actual: map.len(),
+            });
         }
-        Ok(Ring { map, capacity, frame_bytes })
+        Ok(Ring {
+            map,
+            capacity,
+            frame_bytes,
+        })
     }
 
     fn header(&self) -> &RingHeader {
@@ -222,7 +243,10 @@ impl Ring {
     fn frames_of(&self, bytes: usize) -> Result<u64, RingError> {
         let frames = (bytes / self.frame_bytes) as u64;
         if !bytes.is_multiple_of(self.frame_bytes) || frames > self.capacity {
-            return Err(RingError::Geometry { capacity: frames, frame_bytes: self.frame_bytes });
+            return Err(RingError::Geometry {
+                capacity: frames,
+                frame_bytes: self.frame_bytes,
+            });
         }
         Ok(frames)
     }
@@ -348,9 +372,15 @@ mod tests {
         let (fd, w) = ring(4, 2);
         let size = ring_bytes(4, 2).unwrap();
         let map = || Mapping::new(fd.as_fd(), size, true).unwrap();
-        assert!(matches!(Ring::attach(map(), 4, 4), Err(RingError::Size { .. })));
+        assert!(matches!(
+            Ring::attach(map(), 4, 4),
+            Err(RingError::Size { .. })
+        ));
         w.store_write(100).unwrap();
-        assert!(matches!(Ring::attach(map(), 4, 2), Err(RingError::BadIndex { .. })));
+        assert!(matches!(
+            Ring::attach(map(), 4, 2),
+            Err(RingError::BadIndex { .. })
+        ));
         w.store_write(0).unwrap();
         assert!(Ring::attach(map(), 4, 2).is_ok());
     }

@@ -13,8 +13,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 
 /// Seals a playback memfd must carry.
-pub const REQUIRED_SEALS: SealFlag =
-    SealFlag::F_SEAL_SHRINK.union(SealFlag::F_SEAL_GROW).union(SealFlag::F_SEAL_SEAL);
+pub const REQUIRED_SEALS: SealFlag = SealFlag::F_SEAL_SHRINK
+    .union(SealFlag::F_SEAL_GROW)
+    .union(SealFlag::F_SEAL_SEAL);
 
 /// Largest shared-memory object either side will create or map (64 MiB).
 pub const MAX_SHM_BYTES: usize = 64 << 20;
@@ -78,8 +79,13 @@ fn create_sized(name: &str, size: usize) -> Result<memfd::Memfd, ShmError> {
     if size == 0 || size > MAX_SHM_BYTES {
         return Err(ShmError::BadLength(size));
     }
-    let mfd = memfd::MemfdOptions::default().allow_sealing(true).close_on_exec(true).create(name)?;
-    mfd.as_file().set_len(size as u64).map_err(|source| ShmError::Size { size, source })?;
+    let mfd = memfd::MemfdOptions::default()
+        .allow_sealing(true)
+        .close_on_exec(true)
+        .create(name)?;
+    mfd.as_file()
+        .set_len(size as u64)
+        .map_err(|source| ShmError::Size { size, source })?;
     Ok(mfd)
 }
 
@@ -127,9 +133,13 @@ impl Mapping {
         // SAFETY: we ask the kernel for a fresh mapping (no fixed address), so no existing
         // memory is affected. The caller has checked (or created) the fd's size and seals, so
         // the object cannot shrink under the mapping and accesses within `len` cannot fault.
-        let ptr = unsafe { mmap(None, nz, prot, MapFlags::MAP_SHARED, fd, 0) }
-            .map_err(ShmError::Map)?;
-        Ok(Mapping { ptr: ptr.cast(), len, writable })
+        let ptr =
+            unsafe { mmap(None, nz, prot, MapFlags::MAP_SHARED, fd, 0) }.map_err(ShmError::Map)?;
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len,
+            writable,
+        })
     }
 
     /// Start of the mapping.
@@ -169,16 +179,28 @@ mod tests {
     fn sealed_memfd_verifies() {
         let fd = create_sealed("test", 4096).unwrap();
         verify_sealed(fd.as_fd(), 4096).unwrap();
-        assert!(matches!(verify_sealed(fd.as_fd(), 8192), Err(ShmError::WrongSize { .. })));
+        assert!(matches!(
+            verify_sealed(fd.as_fd(), 8192),
+            Err(ShmError::WrongSize { .. })
+        ));
     }
 
     #[test]
     fn unsealed_memfd_is_refused() {
-        let mfd = memfd::MemfdOptions::default().allow_sealing(true).create("x").unwrap();
+        let mfd = memfd::MemfdOptions::default()
+            .allow_sealing(true)
+            .create("x")
+            .unwrap();
         mfd.as_file().set_len(4096).unwrap();
-        assert!(matches!(verify_sealed(mfd.as_file().as_fd(), 4096), Err(ShmError::Unsealed(_))));
+        assert!(matches!(
+            verify_sealed(mfd.as_file().as_fd(), 4096),
+            Err(ShmError::Unsealed(_))
+        ));
         let file = tempfile::tempfile().unwrap();
-        assert!(matches!(verify_sealed(file.as_fd(), 0), Err(ShmError::NotMemfd(_))));
+        assert!(matches!(
+            verify_sealed(file.as_fd(), 0),
+            Err(ShmError::NotMemfd(_))
+        ));
     }
 
     #[test]
@@ -186,6 +208,9 @@ mod tests {
         let (fd, map) = create_read_only_for_peer("rec", 4096).unwrap();
         assert!(map.writable());
         assert!(Mapping::new(fd.as_fd(), 4096, false).is_ok());
-        assert!(matches!(Mapping::new(fd.as_fd(), 4096, true), Err(ShmError::Map(_))));
+        assert!(matches!(
+            Mapping::new(fd.as_fd(), 4096, true),
+            Err(ShmError::Map(_))
+        ));
     }
 }

@@ -57,7 +57,12 @@ pub fn recv_buffer() -> Vec<u8> {
     vec![0; MAX_MESSAGE + 1]
 }
 
-fn send_raw(fd: RawFd, bytes: &[u8], fds: &[BorrowedFd<'_>], flags: MsgFlags) -> Result<(), SockError> {
+fn send_raw(
+    fd: RawFd,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+    flags: MsgFlags,
+) -> Result<(), SockError> {
     if bytes.len() > MAX_MESSAGE {
         return Err(SockError::TooLarge);
     }
@@ -71,7 +76,10 @@ fn send_raw(fd: RawFd, bytes: &[u8], fds: &[BorrowedFd<'_>], flags: MsgFlags) ->
     let n = socket::sendmsg::<()>(fd, &iov, cmsgs, flags | MsgFlags::MSG_NOSIGNAL, None)
         .map_err(sys("sendmsg"))?;
     if n != bytes.len() {
-        return Err(SockError::Sys { op: "sendmsg (short)", errno: Errno::EMSGSIZE });
+        return Err(SockError::Sys {
+            op: "sendmsg (short)",
+            errno: Errno::EMSGSIZE,
+        });
     }
     Ok(())
 }
@@ -79,8 +87,13 @@ fn send_raw(fd: RawFd, bytes: &[u8], fds: &[BorrowedFd<'_>], flags: MsgFlags) ->
 fn recv_raw(fd: RawFd, buf: &mut [u8], flags: MsgFlags) -> Result<Received, SockError> {
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut iov = [IoSliceMut::new(buf)];
-    let msg = socket::recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), flags | MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(sys("recvmsg"))?;
+    let msg = socket::recvmsg::<()>(
+        fd,
+        &mut iov,
+        Some(&mut cmsg),
+        flags | MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(sys("recvmsg"))?;
     let mut fds = Vec::new();
     if let Ok(cmsgs) = msg.cmsgs() {
         for c in cmsgs {
@@ -102,7 +115,10 @@ fn recv_raw(fd: RawFd, buf: &mut [u8], flags: MsgFlags) -> Result<Received, Sock
     if msg.bytes == 0 && fds.is_empty() {
         return Err(SockError::Closed);
     }
-    Ok(Received { len: msg.bytes, fds })
+    Ok(Received {
+        len: msg.bytes,
+        fds,
+    })
 }
 
 fn new_socket(nonblocking: bool) -> Result<OwnedFd, SockError> {
@@ -210,7 +226,12 @@ mod async_impl {
                     }
                     Err(Errno::EAGAIN) => guard.clear_ready(),
                     Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
-                    Err(errno) => return Err(SockError::Sys { op: "accept4", errno }),
+                    Err(errno) => {
+                        return Err(SockError::Sys {
+                            op: "accept4",
+                            errno,
+                        })
+                    }
                 }
             }
         }
@@ -225,7 +246,10 @@ mod async_impl {
     }
 
     fn io_err(op: &'static str) -> impl FnOnce(std::io::Error) -> SockError {
-        move |e| SockError::Sys { op, errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)) }
+        move |e| SockError::Sys {
+            op,
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        }
     }
 
     /// A non-blocking seqpacket connection driven by tokio.
@@ -239,10 +263,13 @@ mod async_impl {
         pub fn new(fd: OwnedFd) -> Result<AsyncSeqPacket, SockError> {
             let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
                 .map_err(sys("fcntl"))?;
-            let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+            let flags =
+                nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
             nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))
                 .map_err(sys("fcntl"))?;
-            Ok(AsyncSeqPacket { fd: register(fd).map_err(io_err("register with tokio"))? })
+            Ok(AsyncSeqPacket {
+                fd: register(fd).map_err(io_err("register with tokio"))?,
+            })
         }
 
         /// Receives one message.
@@ -259,9 +286,17 @@ mod async_impl {
         /// Sends one message, waiting while the socket buffer is full.
         pub async fn send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), SockError> {
             loop {
-                let mut guard =
-                    self.fd.ready(Interest::WRITABLE).await.map_err(io_err("send"))?;
-                match send_raw(self.fd.get_ref().as_raw_fd(), bytes, fds, MsgFlags::MSG_DONTWAIT) {
+                let mut guard = self
+                    .fd
+                    .ready(Interest::WRITABLE)
+                    .await
+                    .map_err(io_err("send"))?;
+                match send_raw(
+                    self.fd.get_ref().as_raw_fd(),
+                    bytes,
+                    fds,
+                    MsgFlags::MSG_DONTWAIT,
+                ) {
                     Err(SockError::WouldBlock) => guard.clear_ready(),
                     other => return other,
                 }
@@ -301,7 +336,10 @@ mod tests {
     #[test]
     fn oversized_datagram_is_detected() {
         let (a, b) = SeqPacket::pair().unwrap();
-        assert!(matches!(a.send(&vec![0; MAX_MESSAGE + 1], &[]), Err(SockError::TooLarge)));
+        assert!(matches!(
+            a.send(&vec![0; MAX_MESSAGE + 1], &[]),
+            Err(SockError::TooLarge)
+        ));
         // Bypass our own cap to play a hostile peer.
         let big = vec![7u8; MAX_MESSAGE + 100];
         socket::send(a.as_fd().as_raw_fd(), &big, MsgFlags::empty()).unwrap();
@@ -312,7 +350,9 @@ mod tests {
     #[test]
     fn too_many_fds_are_refused_and_closed() {
         let (a, b) = SeqPacket::pair().unwrap();
-        let files: Vec<_> = (0..MAX_FDS + 2).map(|_| tempfile::tempfile().unwrap()).collect();
+        let files: Vec<_> = (0..MAX_FDS + 2)
+            .map(|_| tempfile::tempfile().unwrap())
+            .collect();
         let raw: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
         let iov = [IoSlice::new(b"x")];
         socket::sendmsg::<()>(

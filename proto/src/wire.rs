@@ -89,7 +89,10 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum ServerMsg {
     /// The answer to request `id`.
-    Reply { id: u32, result: Result<Reply, WireError> },
+    Reply {
+        id: u32,
+        result: Result<Reply, WireError>,
+    },
     /// Something happened that concerns this client.
     Event(Event),
 }
@@ -98,7 +101,11 @@ pub enum ServerMsg {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum Reply {
     /// Handshake accepted.
-    Hello { version: u32, server: String, client: ClientId },
+    Hello {
+        version: u32,
+        server: String,
+        client: ClientId,
+    },
     /// Done, nothing to report.
     Ok,
     /// See [`Request::ServerInfo`].
@@ -241,7 +248,10 @@ pub struct WireError {
 impl WireError {
     /// Builds an error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        WireError { kind, message: message.into() }
+        WireError {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -278,7 +288,9 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> 
     }
     let (msg, rest) = postcard::take_from_bytes(bytes)?;
     if !rest.is_empty() {
-        return Err(CodecError::Malformed(postcard::Error::DeserializeBadEncoding));
+        return Err(CodecError::Malformed(
+            postcard::Error::DeserializeBadEncoding,
+        ));
     }
     Ok(msg)
 }
@@ -295,7 +307,11 @@ mod tests {
             req: Request::CreatePlayback {
                 name: "music".into(),
                 sink: Some("speakers".into()),
-                spec: StreamSpec { format: SampleFormat::S16Le, rate: 48_000, channels: 2 },
+                spec: StreamSpec {
+                    format: SampleFormat::S16Le,
+                    rate: 48_000,
+                    channels: 2,
+                },
                 capacity_frames: 4800,
                 volume: 0.5,
                 muted: false,
@@ -303,27 +319,50 @@ mod tests {
             },
         };
         let bytes = encode(&msg).unwrap();
-        assert!(bytes.len() < 64, "encoding should be compact, got {} bytes", bytes.len());
+        assert!(
+            bytes.len() < 64,
+            "encoding should be compact, got {} bytes",
+            bytes.len()
+        );
         assert_eq!(decode::<ClientMsg>(&bytes).unwrap(), msg);
     }
 
     #[test]
     fn garbage_and_trailing_bytes_are_malformed() {
         assert!(decode::<ClientMsg>(&[0xff; 16]).is_err());
-        let mut bytes = encode(&ClientMsg { id: 1, req: Request::ServerInfo }).unwrap();
+        let mut bytes = encode(&ClientMsg {
+            id: 1,
+            req: Request::ServerInfo,
+        })
+        .unwrap();
         bytes.push(0);
-        assert!(matches!(decode::<ClientMsg>(&bytes), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode::<ClientMsg>(&bytes),
+            Err(CodecError::Malformed(_))
+        ));
     }
 
     #[test]
     fn oversized_is_refused() {
-        let big = ClientMsg { id: 1, req: Request::Hello { version: 1, name: "x".repeat(MAX_MESSAGE) } };
+        let big = ClientMsg {
+            id: 1,
+            req: Request::Hello {
+                version: 1,
+                name: "x".repeat(MAX_MESSAGE),
+            },
+        };
         assert!(matches!(encode(&big), Err(CodecError::TooLarge(_))));
     }
 
     #[test]
     fn error_display_names_kind() {
-        let e = WireError::new(ErrorKind::Denied, "recording from default.monitor needs a grant");
-        assert_eq!(e.to_string(), "permission denied: recording from default.monitor needs a grant");
+        let e = WireError::new(
+            ErrorKind::Denied,
+            "recording from default.monitor needs a grant",
+        );
+        assert_eq!(
+            e.to_string(),
+            "permission denied: recording from default.monitor needs a grant"
+        );
     }
 }

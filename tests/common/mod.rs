@@ -4,7 +4,7 @@
 //! Binaries come from the workspace's target dir (next to this test executable), so run
 //! `cargo build --workspace` before `cargo test` (the README's test command does both).
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use soundgate_proto::client::Client;
 use std::io::Read;
@@ -18,7 +18,11 @@ pub fn bin(name: &str) -> PathBuf {
     // target/<profile>/deps/<test> → target/<profile>/<name>
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        path.display()
+    );
     path
 }
 
@@ -49,7 +53,10 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `soundgated` with `config` (TOML text; `$DIR` is replaced by the temp dir).
     pub fn start(config: &str) -> Daemon {
-        let dir = tempfile::Builder::new().prefix("sg-e2e-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("sg-e2e-")
+            .tempdir()
+            .expect("tempdir");
         let d = dir.path().to_path_buf();
         let config_path = d.join("soundgate.toml");
         std::fs::write(&config_path, config.replace("$DIR", &d.to_string_lossy())).expect("config");
@@ -58,7 +65,10 @@ impl Daemon {
 
     /// Starts `soundgated` with no config file at all (built-in defaults).
     pub fn start_default() -> Daemon {
-        let dir = tempfile::Builder::new().prefix("sg-e2e-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("sg-e2e-")
+            .tempdir()
+            .expect("tempdir");
         Self::start_with(dir, None)
     }
 
@@ -69,7 +79,11 @@ impl Daemon {
         let log = d.join("daemon.log");
         let config = config.unwrap_or_else(|| d.join("absent.toml"));
         let mut cmd = Command::new(bin("soundgated"));
-        cmd.arg("--runtime-dir").arg(&runtime).arg("--state-dir").arg(&state).arg("-v");
+        cmd.arg("--runtime-dir")
+            .arg(&runtime)
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("-v");
         if config.exists() {
             cmd.arg("--config").arg(&config);
         } else {
@@ -82,7 +96,14 @@ impl Daemon {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn soundgated");
-        let mut daemon = Daemon { child: Some(child), dir, runtime, state, config, log };
+        let mut daemon = Daemon {
+            child: Some(child),
+            dir,
+            runtime,
+            state,
+            config,
+            log,
+        };
         let socket = daemon.socket();
         let up = wait_for(Duration::from_secs(20), || {
             if let Some(Ok(Some(_))) = daemon.child.as_mut().map(|c| c.try_wait()) {
@@ -144,7 +165,9 @@ impl Daemon {
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let done = wait_for(Duration::from_secs(15), || matches!(child.try_wait(), Ok(Some(_))));
+            let done = wait_for(Duration::from_secs(15), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            });
             if !done {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -168,7 +191,8 @@ impl Drop for Daemon {
 pub fn sine(freq: f64, rate: u32, frames: usize, amp: f64, channels: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(frames * channels);
     for n in 0..frames {
-        let s = (amp * (2.0 * std::f64::consts::PI * freq * n as f64 / f64::from(rate)).sin()) as f32;
+        let s =
+            (amp * (2.0 * std::f64::consts::PI * freq * n as f64 / f64::from(rate)).sin()) as f32;
         v.extend(std::iter::repeat_n(s, channels));
     }
     v
@@ -180,14 +204,19 @@ pub fn write_wav(path: &Path, rate: u32, channels: u16, samples: &[f32], float: 
         channels,
         sample_rate: rate,
         bits_per_sample: if float { 32 } else { 16 },
-        sample_format: if float { hound::SampleFormat::Float } else { hound::SampleFormat::Int },
+        sample_format: if float {
+            hound::SampleFormat::Float
+        } else {
+            hound::SampleFormat::Int
+        },
     };
     let mut w = hound::WavWriter::create(path, spec).expect("create wav");
     for &s in samples {
         if float {
             w.write_sample(s).expect("write");
         } else {
-            w.write_sample((f64::from(s) * 32768.0).round().clamp(-32768.0, 32767.0) as i16).expect("write");
+            w.write_sample((f64::from(s) * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
+                .expect("write");
         }
     }
     w.finalize().expect("finalize");
@@ -195,13 +224,16 @@ pub fn write_wav(path: &Path, rate: u32, channels: u16, samples: &[f32], float: 
 
 /// Reads a WAV as f32 (integers scaled to -1..1) with its spec.
 pub fn read_wav(path: &Path) -> (hound::WavSpec, Vec<f32>) {
-    let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut r =
+        hound::WavReader::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     let spec = r.spec();
     let samples = match spec.sample_format {
         hound::SampleFormat::Float => r.samples::<f32>().map(|s| s.expect("sample")).collect(),
         hound::SampleFormat::Int => {
             let scale = f64::from(1u32 << (spec.bits_per_sample - 1));
-            r.samples::<i32>().map(|s| (f64::from(s.expect("sample")) / scale) as f32).collect()
+            r.samples::<i32>()
+                .map(|s| (f64::from(s.expect("sample")) / scale) as f32)
+                .collect()
         }
     };
     (spec, samples)

@@ -12,7 +12,6 @@ fn main() -> ExitCode {
     match sgcat::run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::debug!("{err:?}");
             eprintln!("sgcat: {}", exit::error_line(&err));
             ExitCode::from(exit::exit_code(&err))
         }

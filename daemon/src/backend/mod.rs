@@ -3,7 +3,7 @@
 //! A [`Backend`] is owned by its sink's real-time engine thread and called once per cycle with
 //! one quantum of interleaved frames in the sink's format. `write` runs on the RT thread, so an
 //! implementation must not block, allocate, lock or do file I/O there; anything slow belongs in
-//! a helper thread fed through a lock-free queue (see [`file`]). `finish` runs on the same
+//! a helper thread fed through a lock-free queue (see [`mod@file`]). `finish` runs on the same
 //! thread after its loop has ended, so it may block (join a writer thread, finalise a file).
 //!
 //! Backends here are timer-paced: the engine's clock decides when a cycle runs. A device

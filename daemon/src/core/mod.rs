@@ -42,10 +42,16 @@ pub const MAX_VOLUME: f32 = 4.0;
 pub enum CoreError {
     /// A sink's backend could not be opened.
     #[error("sink {name}: {source}")]
-    Backend { name: String, source: backend::BackendError },
+    Backend {
+        name: String,
+        source: backend::BackendError,
+    },
     /// A sink's engine could not be started.
     #[error("sink {name}: {source}")]
-    Engine { name: String, source: crate::engine::EngineError },
+    Engine {
+        name: String,
+        source: crate::engine::EngineError,
+    },
 }
 
 /// What [`Core::handle`] returns: the reply and any fds to send with it.
@@ -57,7 +63,10 @@ pub struct Outcome {
 
 impl From<Result<Reply, WireError>> for Outcome {
     fn from(result: Result<Reply, WireError>) -> Self {
-        Outcome { result, fds: Vec::new() }
+        Outcome {
+            result,
+            fds: Vec::new(),
+        }
     }
 }
 
@@ -127,8 +136,12 @@ impl Core {
         for (i, sc) in config.sinks.iter().enumerate() {
             let out = match &sc.backend {
                 SinkBackend::Null => backend::open_null(sc.spec),
-                SinkBackend::File { path } => backend::open_file(path, sc.spec)
-                    .map_err(|source| CoreError::Backend { name: sc.name.clone(), source })?,
+                SinkBackend::File { path } => {
+                    backend::open_file(path, sc.spec).map_err(|source| CoreError::Backend {
+                        name: sc.name.clone(),
+                        source,
+                    })?
+                }
             };
             let backend_name = out.name();
             let params = SinkParams {
@@ -138,8 +151,10 @@ impl Core {
                 max_streams: config.limits.streams_total,
                 rt_priority: config.engine.realtime_priority,
             };
-            let handle = SinkHandle::spawn(params, out)
-                .map_err(|source| CoreError::Engine { name: sc.name.clone(), source })?;
+            let handle = SinkHandle::spawn(params, out).map_err(|source| CoreError::Engine {
+                name: sc.name.clone(),
+                source,
+            })?;
             tracing::info!(
                 sink = %sc.name, backend = backend_name, spec = %sc.spec, quantum = sc.quantum,
                 "sink ready; its monitor is {}{MONITOR_SUFFIX}", sc.name
@@ -147,9 +162,18 @@ impl Core {
             if sc.default || (default_sink.is_none() && i == 0) {
                 default_sink = Some(i);
             }
-            sinks.push(Sink { name: sc.name.clone(), backend: backend_name, handle });
+            sinks.push(Sink {
+                name: sc.name.clone(),
+                backend: backend_name,
+                handle,
+            });
         }
-        let reg = Registry { default_sink, next_client: 1, next_stream: 1, ..Registry::default() };
+        let reg = Registry {
+            default_sink,
+            next_client: 1,
+            next_stream: 1,
+            ..Registry::default()
+        };
         Ok(Core {
             sinks,
             policy: Policy::new(config.rules.clone()),
@@ -177,15 +201,28 @@ impl Core {
         events: mpsc::Sender<ServerMsg>,
     ) -> Result<ClientId, WireError> {
         if label.len() > MAX_NAME {
-            return Err(err(ErrorKind::Invalid, format!("client name longer than {MAX_NAME} bytes")));
+            return Err(err(
+                ErrorKind::Invalid,
+                format!("client name longer than {MAX_NAME} bytes"),
+            ));
         }
         let mut reg = self.reg();
-        let same_uid = reg.clients.values().filter(|c| c.subject.uid == identity.uid).count();
+        let same_uid = reg
+            .clients
+            .values()
+            .filter(|c| c.subject.uid == identity.uid)
+            .count();
         if same_uid >= self.limits.connections_per_uid {
-            tracing::warn!(uid = identity.uid, "refusing connection: {same_uid} already open for this uid");
+            tracing::warn!(
+                uid = identity.uid,
+                "refusing connection: {same_uid} already open for this uid"
+            );
             return Err(err(
                 ErrorKind::Quota,
-                format!("uid {} already has {same_uid} connections (limit {})", identity.uid, self.limits.connections_per_uid),
+                format!(
+                    "uid {} already has {same_uid} connections (limit {})",
+                    identity.uid, self.limits.connections_per_uid
+                ),
             ));
         }
         let id = reg.next_client;
@@ -197,7 +234,13 @@ impl Core {
         );
         reg.clients.insert(
             id,
-            ClientEntry { subject, identity, label: label.to_string(), events: Some(events), denials_logged: 0 },
+            ClientEntry {
+                subject,
+                identity,
+                label: label.to_string(),
+                events: Some(events),
+                denials_logged: 0,
+            },
         );
         Ok(id)
     }
@@ -205,9 +248,15 @@ impl Core {
     /// Forgets a connection and ends all its streams.
     pub fn disconnect(&self, client: ClientId) {
         let mut reg = self.reg();
-        let Some(entry) = reg.clients.remove(&client) else { return };
-        let mine: Vec<StreamId> =
-            reg.streams.iter().filter(|(_, s)| s.owner == client).map(|(id, _)| *id).collect();
+        let Some(entry) = reg.clients.remove(&client) else {
+            return;
+        };
+        let mine: Vec<StreamId> = reg
+            .streams
+            .iter()
+            .filter(|(_, s)| s.owner == client)
+            .map(|(id, _)| *id)
+            .collect();
         for id in &mine {
             if let Some(s) = reg.streams.remove(id) {
                 self.detach(&s, *id);
@@ -225,7 +274,9 @@ impl Core {
     /// Collects streams sink `index`'s engine has let go, tells owners about those it ended on
     /// its own (a bad ring index), and frees them.
     pub fn reap(&self, index: usize) {
-        let Some(sink) = self.sinks.get(index) else { return };
+        let Some(sink) = self.sinks.get(index) else {
+            return;
+        };
         let retired = sink.handle.collect_retired();
         if retired.is_empty() {
             return;
@@ -239,7 +290,11 @@ impl Core {
             };
             if let Some(EndReason::BadIndex) = ended {
                 if let Some(s) = reg.streams.remove(&id) {
-                    tracing::warn!(stream = id, client = s.owner, "ended stream: ring index out of range");
+                    tracing::warn!(
+                        stream = id,
+                        client = s.owner,
+                        "ended stream: ring index out of range"
+                    );
                     let error = err(
                         ErrorKind::Protocol,
                         format!("stream {id} was ended: its ring's write index was out of range"),
@@ -261,7 +316,13 @@ impl Core {
             let now = s.shared.underruns();
             if now != s.reported_underruns {
                 s.reported_underruns = now;
-                events.push((s.owner, Event::Underrun { stream: *id, underruns: now }));
+                events.push((
+                    s.owner,
+                    Event::Underrun {
+                        stream: *id,
+                        underruns: now,
+                    },
+                ));
             }
         }
         for (owner, ev) in events {
@@ -270,7 +331,9 @@ impl Core {
     }
 
     fn send_event(reg: &mut Registry, client: ClientId, ev: Event) {
-        let Some(c) = reg.clients.get_mut(&client) else { return };
+        let Some(c) = reg.clients.get_mut(&client) else {
+            return;
+        };
         let Some(tx) = &c.events else { return };
         if tx.try_send(ServerMsg::Event(ev)).is_err() {
             // The client does not read its events: cut it off rather than queue without bound.
@@ -289,7 +352,13 @@ impl Core {
         }
     }
 
-    fn authorize(&self, reg: &mut Registry, client: ClientId, action: Action, object: &Object<'_>) -> Result<(), WireError> {
+    fn authorize(
+        &self,
+        reg: &mut Registry,
+        client: ClientId,
+        action: Action,
+        object: &Object<'_>,
+    ) -> Result<(), WireError> {
         let Some(c) = reg.clients.get_mut(&client) else {
             return Err(err(ErrorKind::Protocol, "unknown client"));
         };
@@ -314,7 +383,11 @@ impl Core {
     /// Handles one request from `client`. Fds sent with it are consumed (closed on return).
     pub fn handle(&self, client: ClientId, req: Request, fds: Vec<OwnedFd>) -> Outcome {
         if !matches!(req, Request::CreatePlayback { .. }) && !fds.is_empty() {
-            return Err(err(ErrorKind::Protocol, "this request takes no file descriptors")).into();
+            return Err(err(
+                ErrorKind::Protocol,
+                "this request takes no file descriptors",
+            ))
+            .into();
         }
         match req {
             Request::Hello { .. } => Err(err(ErrorKind::Protocol, "handshake already done")).into(),
@@ -322,15 +395,37 @@ impl Core {
             Request::ListSinks => self.list_sinks(client).into(),
             Request::ListSources => self.list_sources(client).into(),
             Request::ListStreams => self.list_streams(client).into(),
-            Request::CreatePlayback { name, sink, spec, capacity_frames, volume, muted, corked } => self
-                .create_playback(client, name, sink, spec, capacity_frames, (volume, muted, corked), fds)
+            Request::CreatePlayback {
+                name,
+                sink,
+                spec,
+                capacity_frames,
+                volume,
+                muted,
+                corked,
+            } => self
+                .create_playback(
+                    client,
+                    name,
+                    sink,
+                    spec,
+                    capacity_frames,
+                    (volume, muted, corked),
+                    fds,
+                )
                 .into(),
-            Request::CreateRecord { name, source, spec, capacity_frames } => {
-                match self.create_record(client, name, source, spec, capacity_frames) {
-                    Ok((reply, fds)) => Outcome { result: Ok(reply), fds },
-                    Err(e) => Err(e).into(),
-                }
-            }
+            Request::CreateRecord {
+                name,
+                source,
+                spec,
+                capacity_frames,
+            } => match self.create_record(client, name, source, spec, capacity_frames) {
+                Ok((reply, fds)) => Outcome {
+                    result: Ok(reply),
+                    fds,
+                },
+                Err(e) => Err(e).into(),
+            },
             Request::SetVolume { stream, volume } => self
                 .with_own_stream(client, stream, |s| {
                     check_volume(volume)?;
@@ -359,9 +454,11 @@ impl Core {
                     Ok(Reply::Ok)
                 })
                 .into(),
-            Request::StreamInfo { stream } => {
-                self.with_own_stream(client, stream, |s| Ok(Reply::Stream(stream_info(stream, s)))).into()
-            }
+            Request::StreamInfo { stream } => self
+                .with_own_stream(client, stream, |s| {
+                    Ok(Reply::Stream(stream_info(stream, s)))
+                })
+                .into(),
             Request::DeleteStream { stream } => self.delete_stream(client, stream).into(),
             Request::SetDefaultSink { sink } => self.set_default_sink(client, &sink).into(),
         }
@@ -373,15 +470,28 @@ impl Core {
             name: "soundgated".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             protocol: PROTOCOL_VERSION,
-            default_sink: reg.default_sink.and_then(|i| self.sinks.get(i)).map(|s| s.name.clone()),
+            default_sink: reg
+                .default_sink
+                .and_then(|i| self.sinks.get(i))
+                .map(|s| s.name.clone()),
             default_source: None,
         }
     }
 
-    fn device_info(&self, i: usize, sink: &Sink, kind: DeviceKind, default: Option<usize>) -> DeviceInfo {
+    fn device_info(
+        &self,
+        i: usize,
+        sink: &Sink,
+        kind: DeviceKind,
+        default: Option<usize>,
+    ) -> DeviceInfo {
         let monitor = kind == DeviceKind::Monitor;
         DeviceInfo {
-            name: if monitor { format!("{}{MONITOR_SUFFIX}", sink.name) } else { sink.name.clone() },
+            name: if monitor {
+                format!("{}{MONITOR_SUFFIX}", sink.name)
+            } else {
+                sink.name.clone()
+            },
             kind,
             backend: sink.backend.to_string(),
             spec: sink.handle.spec(),
@@ -396,12 +506,20 @@ impl Core {
         let mut reg = self.reg();
         let default = reg.default_sink;
         let subject = reg.clients.get_mut(&client).map(|c| c.subject.clone());
-        let Some(subject) = subject else { return Err(err(ErrorKind::Protocol, "unknown client")) };
+        let Some(subject) = subject else {
+            return Err(err(ErrorKind::Protocol, "unknown client"));
+        };
         let list = self
             .sinks
             .iter()
             .enumerate()
-            .filter(|(_, s)| !matches!(self.policy.check(&subject, Action::Play, &Object::Sink { name: &s.name }), Decision::Deny(_)))
+            .filter(|(_, s)| {
+                !matches!(
+                    self.policy
+                        .check(&subject, Action::Play, &Object::Sink { name: &s.name }),
+                    Decision::Deny(_)
+                )
+            })
             .map(|(i, s)| self.device_info(i, s, DeviceKind::Sink, default))
             .collect();
         Ok(Reply::Sinks(list))
@@ -409,7 +527,9 @@ impl Core {
 
     fn list_sources(&self, client: ClientId) -> Result<Reply, WireError> {
         let reg = self.reg();
-        let Some(c) = reg.clients.get(&client) else { return Err(err(ErrorKind::Protocol, "unknown client")) };
+        let Some(c) = reg.clients.get(&client) else {
+            return Err(err(ErrorKind::Protocol, "unknown client"));
+        };
         // A source is listed if the client may record from it, or may ask to.
         let list = self
             .sinks
@@ -418,7 +538,14 @@ impl Core {
             .filter(|(_, s)| {
                 let name = format!("{}{MONITOR_SUFFIX}", s.name);
                 !matches!(
-                    self.policy.check(&c.subject, Action::Record, &Object::Source { name: &name, monitor: true }),
+                    self.policy.check(
+                        &c.subject,
+                        Action::Record,
+                        &Object::Source {
+                            name: &name,
+                            monitor: true
+                        }
+                    ),
                     Decision::Deny(_)
                 )
             })
@@ -429,13 +556,21 @@ impl Core {
 
     fn list_streams(&self, client: ClientId) -> Result<Reply, WireError> {
         let reg = self.reg();
-        let Some(c) = reg.clients.get(&client) else { return Err(err(ErrorKind::Protocol, "unknown client")) };
+        let Some(c) = reg.clients.get(&client) else {
+            return Err(err(ErrorKind::Protocol, "unknown client"));
+        };
         let list = reg
             .streams
             .iter()
             .filter(|(_, s)| {
-                self.policy.check(&c.subject, Action::ListStreams, &Object::Stream { owner: s.owner, device: &s.device })
-                    == Decision::Allow
+                self.policy.check(
+                    &c.subject,
+                    Action::ListStreams,
+                    &Object::Stream {
+                        owner: s.owner,
+                        device: &s.device,
+                    },
+                ) == Decision::Allow
             })
             .map(|(id, s)| stream_info(*id, s))
             .collect();
@@ -456,8 +591,16 @@ impl Core {
             Some(s) => (s.owner, s.device.clone()),
             None => return Err(not_found()),
         };
-        self.authorize(&mut reg, client, Action::ControlStream, &Object::Stream { owner, device: &device })
-            .map_err(|_| not_found())?;
+        self.authorize(
+            &mut reg,
+            client,
+            Action::ControlStream,
+            &Object::Stream {
+                owner,
+                device: &device,
+            },
+        )
+        .map_err(|_| not_found())?;
         match reg.streams.get(&stream) {
             Some(s) => f(s),
             None => Err(not_found()),
@@ -488,7 +631,9 @@ impl Core {
 
     fn sink_index(&self, reg: &Registry, name: Option<&str>) -> Result<usize, WireError> {
         match name {
-            None => reg.default_sink.ok_or_else(|| err(ErrorKind::NotFound, "the server has no default sink")),
+            None => reg
+                .default_sink
+                .ok_or_else(|| err(ErrorKind::NotFound, "the server has no default sink")),
             Some(n) => self
                 .sinks
                 .iter()
@@ -511,31 +656,64 @@ impl Core {
         }
         let l = &self.limits;
         if mine >= l.streams_per_client {
-            return Err(err(ErrorKind::Quota, format!("this client already has {mine} streams (limit {})", l.streams_per_client)));
+            return Err(err(
+                ErrorKind::Quota,
+                format!(
+                    "this client already has {mine} streams (limit {})",
+                    l.streams_per_client
+                ),
+            ));
         }
         if same_uid >= l.streams_per_uid {
-            return Err(err(ErrorKind::Quota, format!("this uid already has {same_uid} streams (limit {})", l.streams_per_uid)));
+            return Err(err(
+                ErrorKind::Quota,
+                format!(
+                    "this uid already has {same_uid} streams (limit {})",
+                    l.streams_per_uid
+                ),
+            ));
         }
         if reg.streams.len() >= l.streams_total {
-            return Err(err(ErrorKind::Quota, format!("the server already has {} streams (limit {})", reg.streams.len(), l.streams_total)));
+            return Err(err(
+                ErrorKind::Quota,
+                format!(
+                    "the server already has {} streams (limit {})",
+                    reg.streams.len(),
+                    l.streams_total
+                ),
+            ));
         }
         Ok(())
     }
 
-    fn check_geometry(&self, sink: &Sink, spec: &StreamSpec, capacity: u64, min_quanta: u64, max_ms: u32) -> Result<(), WireError> {
-        spec.validate().map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;
+    fn check_geometry(
+        &self,
+        sink: &Sink,
+        spec: &StreamSpec,
+        capacity: u64,
+        min_quanta: u64,
+        max_ms: u32,
+    ) -> Result<(), WireError> {
+        spec.validate()
+            .map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;
         let dev = sink.handle.spec();
         if spec.rate != dev.rate {
             return Err(err(
                 ErrorKind::Invalid,
-                format!("stream rate {} Hz differs from {}'s {} Hz (the client library resamples)", spec.rate, sink.name, dev.rate),
+                format!(
+                    "stream rate {} Hz differs from {}'s {} Hz (the client library resamples)",
+                    spec.rate, sink.name, dev.rate
+                ),
             ));
         }
         let quantum = u64::from(sink.handle.quantum());
         let min = min_quanta * quantum;
         let max = dev.frames_for_ms(max_ms).max(min);
         if !(min..=max).contains(&capacity) {
-            return Err(err(ErrorKind::Invalid, format!("ring capacity {capacity} frames is outside {min}..={max}")));
+            return Err(err(
+                ErrorKind::Invalid,
+                format!("ring capacity {capacity} frames is outside {min}..={max}"),
+            ));
         }
         Ok(())
     }
@@ -555,14 +733,26 @@ impl Core {
         let mut reg = self.reg();
         let index = self.sink_index(&reg, sink.as_deref())?;
         let sink = &self.sinks[index];
-        self.authorize(&mut reg, client, Action::Play, &Object::Sink { name: &sink.name })?;
+        self.authorize(
+            &mut reg,
+            client,
+            Action::Play,
+            &Object::Sink { name: &sink.name },
+        )?;
         self.check_quota(&reg, client)?;
         self.check_geometry(sink, &spec, capacity, 2, self.limits.max_latency_ms)?;
         check_volume(volume)?;
         let [memfd, wake]: [OwnedFd; 2] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
-            err(ErrorKind::Protocol, format!("a playback stream needs 2 fds (ring memfd, eventfd), got {}", fds.len()))
+            err(
+                ErrorKind::Protocol,
+                format!(
+                    "a playback stream needs 2 fds (ring memfd, eventfd), got {}",
+                    fds.len()
+                ),
+            )
         })?;
-        let size = ring::ring_bytes(capacity, spec.frame_bytes()).map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;
+        let size = ring::ring_bytes(capacity, spec.frame_bytes())
+            .map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;
         let protocol = |e: &dyn std::fmt::Display| err(ErrorKind::Protocol, e.to_string());
         shm::verify_sealed(memfd.as_fd(), size).map_err(|e| protocol(&e))?;
         let map = Mapping::new(memfd.as_fd(), size, true).map_err(|e| protocol(&e))?;
@@ -571,10 +761,19 @@ impl Core {
         drop(memfd);
         let id = next_stream(&mut reg);
         let shared = StreamShared::new(volume, muted, corked);
-        let stream = PlaybackStream { id, ring, spec, wake, shared: Arc::clone(&shared) };
-        sink.handle
-            .add_playback(stream)
-            .map_err(|e| err(ErrorKind::Busy, format!("sink {} cannot take the stream now: {e}", sink.name)))?;
+        let stream = PlaybackStream {
+            id,
+            ring,
+            spec,
+            wake,
+            shared: Arc::clone(&shared),
+        };
+        sink.handle.add_playback(stream).map_err(|e| {
+            err(
+                ErrorKind::Busy,
+                format!("sink {} cannot take the stream now: {e}", sink.name),
+            )
+        })?;
         tracing::debug!(client, stream = id, sink = %sink.name, %spec, capacity, "playback stream created");
         let entry = StreamEntry {
             owner: client,
@@ -587,7 +786,12 @@ impl Core {
             reported_underruns: 0,
         };
         reg.streams.insert(id, entry);
-        Ok(Reply::StreamCreated { stream: id, spec, capacity_frames: capacity, quantum: sink.handle.quantum() })
+        Ok(Reply::StreamCreated {
+            stream: id,
+            spec,
+            capacity_frames: capacity,
+            quantum: sink.handle.quantum(),
+        })
     }
 
     fn create_record(
@@ -601,19 +805,38 @@ impl Core {
         check_name(&name)?;
         let mut reg = self.reg();
         let Some(source) = source else {
-            return Err(err(ErrorKind::NotFound, "the server has no default source; name one (e.g. default.monitor)"));
+            return Err(err(
+                ErrorKind::NotFound,
+                "the server has no default source; name one (e.g. default.monitor)",
+            ));
         };
         let index = source
             .strip_suffix(MONITOR_SUFFIX)
             .and_then(|sink| self.sinks.iter().position(|s| s.name == sink))
             .ok_or_else(|| err(ErrorKind::NotFound, format!("no source named {source}")))?;
-        self.authorize(&mut reg, client, Action::Record, &Object::Source { name: &source, monitor: true })?;
+        self.authorize(
+            &mut reg,
+            client,
+            Action::Record,
+            &Object::Source {
+                name: &source,
+                monitor: true,
+            },
+        )?;
         self.check_quota(&reg, client)?;
         let sink = &self.sinks[index];
-        self.check_geometry(sink, &spec, capacity, 4, self.limits.max_latency_ms.max(2000))?;
-        let size = ring::ring_bytes(capacity, spec.frame_bytes()).map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;
+        self.check_geometry(
+            sink,
+            &spec,
+            capacity,
+            4,
+            self.limits.max_latency_ms.max(2000),
+        )?;
+        let size = ring::ring_bytes(capacity, spec.frame_bytes())
+            .map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;
         let internal = |e: &dyn std::fmt::Display| err(ErrorKind::Internal, e.to_string());
-        let (memfd, map) = shm::create_read_only_for_peer("soundgate-rec", size).map_err(|e| internal(&e))?;
+        let (memfd, map) =
+            shm::create_read_only_for_peer("soundgate-rec", size).map_err(|e| internal(&e))?;
         let ring = Ring::init(map, capacity, spec.frame_bytes()).map_err(|e| internal(&e))?;
         let wake: OwnedFd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|e| internal(&e))?
@@ -621,10 +844,19 @@ impl Core {
         let client_wake = wake.try_clone().map_err(|e| internal(&e))?;
         let id = next_stream(&mut reg);
         let shared = StreamShared::new(1.0, false, false);
-        let stream = RecordStream { id, ring, spec, wake, shared: Arc::clone(&shared) };
-        sink.handle
-            .add_record(stream)
-            .map_err(|e| err(ErrorKind::Busy, format!("source {source} cannot take the stream now: {e}")))?;
+        let stream = RecordStream {
+            id,
+            ring,
+            spec,
+            wake,
+            shared: Arc::clone(&shared),
+        };
+        sink.handle.add_record(stream).map_err(|e| {
+            err(
+                ErrorKind::Busy,
+                format!("source {source} cannot take the stream now: {e}"),
+            )
+        })?;
         tracing::info!(client, stream = id, %source, %spec, "record stream created");
         let entry = StreamEntry {
             owner: client,
@@ -637,7 +869,12 @@ impl Core {
             reported_underruns: 0,
         };
         reg.streams.insert(id, entry);
-        let reply = Reply::StreamCreated { stream: id, spec, capacity_frames: capacity, quantum: sink.handle.quantum() };
+        let reply = Reply::StreamCreated {
+            stream: id,
+            spec,
+            capacity_frames: capacity,
+            quantum: sink.handle.quantum(),
+        };
         Ok((reply, vec![memfd, client_wake]))
     }
 }
@@ -659,14 +896,20 @@ fn describe(action: Action, object: &Object<'_>) -> String {
 
 fn check_name(name: &str) -> Result<(), WireError> {
     if name.len() > MAX_NAME {
-        return Err(err(ErrorKind::Invalid, format!("stream name longer than {MAX_NAME} bytes")));
+        return Err(err(
+            ErrorKind::Invalid,
+            format!("stream name longer than {MAX_NAME} bytes"),
+        ));
     }
     Ok(())
 }
 
 fn check_volume(v: f32) -> Result<(), WireError> {
     if !v.is_finite() || !(0.0..=MAX_VOLUME).contains(&v) {
-        return Err(err(ErrorKind::Invalid, format!("volume {v} is outside 0.0..={MAX_VOLUME}")));
+        return Err(err(
+            ErrorKind::Invalid,
+            format!("volume {v} is outside 0.0..={MAX_VOLUME}"),
+        ));
     }
     Ok(())
 }

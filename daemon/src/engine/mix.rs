@@ -7,7 +7,7 @@
 //! [`mix_ramped`] is the optimised kernel: it works in fixed-size blocks of independent lanes so
 //! that LLVM vectorises the multiply-add and the peak (a `max` per lane, folded at the end),
 //! and with a ramp it first expands the per-frame gains into a small stack buffer so the inner
-//! loop has the same shape. [`reference`] holds the plain scalar kernel it is tested against
+//! loop has the same shape. [`mod@reference`] holds the plain scalar kernel it is tested against
 //! (and benchmarked beside). Both compute each product and sum with the same operations in the
 //! same order, so their results agree exactly; the tests allow 1e-6.
 //!
@@ -29,6 +29,18 @@ pub fn mix_ramped(dst: &mut [f32], src: &[f32], channels: usize, start: f32, ste
     if step == 0.0 {
         return mix_const(dst, src, start);
     }
+    // Frame numbers convert to f32 from i32 (a SIMD instruction) rather than from usize; the
+    // same value rounds the same either way, so this matches the reference exactly.
+    if len / ch < i32::MAX as usize - BLOCK {
+        match ch {
+            1 => return mix_ramp_c::<1>(dst, src, start, step),
+            2 => return mix_ramp_c::<2>(dst, src, start, step),
+            4 => return mix_ramp_c::<4>(dst, src, start, step),
+            6 => return mix_ramp_c::<6>(dst, src, start, step),
+            8 => return mix_ramp_c::<8>(dst, src, start, step),
+            _ => {}
+        }
+    }
     let frames_per_block = BLOCK / ch;
     let samples_per_block = frames_per_block * ch;
     let mut gains = [0.0f32; BLOCK];
@@ -44,6 +56,30 @@ pub fn mix_ramped(dst: &mut [f32], src: &[f32], channels: usize, start: f32, ste
         }
         frame += d.len() / ch;
         peak = max(peak, mix_gains(d, s, g));
+    }
+    peak
+}
+
+/// The ramped path for a channel count known at compile time: per-frame gains are computed
+/// for a block of frames at once (vectorised), spread over the channels, then mixed with
+/// [`mix_gains`]. The caller guarantees frame numbers fit in an i32.
+fn mix_ramp_c<const C: usize>(dst: &mut [f32], src: &[f32], start: f32, step: f32) -> f32 {
+    const FRAMES: usize = 64;
+    let mut frame_gains = [0.0f32; FRAMES];
+    let mut gains = [0.0f32; FRAMES * 8];
+    let mut peak = 0.0f32;
+    let mut first = 1i32;
+    for (d, s) in dst.chunks_mut(FRAMES * C).zip(src.chunks(FRAMES * C)) {
+        for (k, g) in frame_gains.iter_mut().enumerate() {
+            *g = start + step * ((first + k as i32) as f32);
+        }
+        for (g, &fg) in gains[..FRAMES * C].chunks_exact_mut(C).zip(&frame_gains) {
+            for x in g.iter_mut() {
+                *x = fg;
+            }
+        }
+        first += FRAMES as i32;
+        peak = max(peak, mix_gains(d, s, &gains[..d.len()]));
     }
     peak
 }

@@ -15,7 +15,7 @@
 //!   ([`StreamShared`], [`SinkShared`]);
 //! - **makes no blocking syscall** but the clock sleep (`clock_nanosleep(TIMER_ABSTIME)` on
 //!   `CLOCK_MONOTONIC`); eventfd writes are non-blocking (`EFD_NONBLOCK`, `EAGAIN` ignored);
-//! - **owns all the state it touches** in one struct ([`Engine`], private), moved into the
+//! - **owns all the state it touches** in one struct (`Engine`, private), moved into the
 //!   thread at spawn;
 //! - **receives commands** (add a fully built stream, remove one) on a lock-free `rtrb` queue,
 //!   drained at the start of each cycle;
@@ -528,7 +528,8 @@ impl SinkHandle {
         };
         let (report_tx, report_rx) = mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
-            .name(format!("sg-sink-{name}"))
+            // A NUL in a thread name would make spawn panic; Linux keeps the first 15 bytes.
+            .name(format!("sg-sink-{}", name.replace('\0', "")))
             .spawn(move || engine.run(rt_priority, report_tx));
         let thread = match thread {
             Ok(t) => t,
@@ -914,12 +915,14 @@ impl Engine {
         while !self.stop.load(Ordering::Acquire) {
             let deadline = start.saturating_add(timer::cycle_offset_ns(n, quantum, rate));
             let now = timer::now_ns();
-            if now < deadline {
-                timer::sleep_until(deadline);
-            } else if now - deadline > LATE_REBASE_NS {
-                self.shared.late_cycles.fetch_add(1, Ordering::Relaxed);
-                start = now;
-                n = 0;
+            match timer::pace(now, deadline, LATE_REBASE_NS) {
+                timer::Pace::Sleep => timer::sleep_until(deadline),
+                timer::Pace::CatchUp => {}
+                timer::Pace::Rebase => {
+                    self.shared.late_cycles.fetch_add(1, Ordering::Relaxed);
+                    start = now;
+                    n = 0;
+                }
             }
             let t0 = timer::now_ns();
             self.cycle();

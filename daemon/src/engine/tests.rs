@@ -622,7 +622,7 @@ fn spawn_validates_and_survives_a_refused_rt_priority() {
     assert_eq!(h.name(), "rt");
     assert_eq!(h.quantum(), Q as u32);
     assert_eq!(h.spec(), f32s);
-    assert!(h.shared().max_cycle_ns() >= h.shared().last_cycle_ns().min(h.shared().max_cycle_ns()));
+    assert!(h.shared().max_cycle_ns() > 0);
     assert_eq!(h.shared().backend_errors(), 0);
     h.shutdown().unwrap();
 }

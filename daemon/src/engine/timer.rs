@@ -36,9 +36,39 @@ pub fn cycle_offset_ns(n: u64, quantum: u32, rate: u32) -> u64 {
     u64::try_from(ns).unwrap_or(u64::MAX)
 }
 
+/// What the engine loop does before running a cycle due at `deadline_ns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Early: sleep until the deadline.
+    Sleep,
+    /// Late by at most `rebase_after_ns`: run at once to catch up.
+    CatchUp,
+    /// Later than that (a stall): count a late cycle and restart the clock from now.
+    Rebase,
+}
+
+/// Decides how to reach a cycle due at `deadline_ns` when the clock reads `now_ns`.
+pub fn pace(now_ns: u64, deadline_ns: u64, rebase_after_ns: u64) -> Pace {
+    if now_ns < deadline_ns {
+        Pace::Sleep
+    } else if now_ns - deadline_ns > rebase_after_ns {
+        Pace::Rebase
+    } else {
+        Pace::CatchUp
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacing_decisions() {
+        assert_eq!(pace(10, 11, 200), Pace::Sleep);
+        assert_eq!(pace(11, 11, 200), Pace::CatchUp);
+        assert_eq!(pace(211, 11, 200), Pace::CatchUp);
+        assert_eq!(pace(212, 11, 200), Pace::Rebase);
+    }
 
     #[test]
     fn offsets_do_not_drift() {

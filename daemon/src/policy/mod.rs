@@ -259,17 +259,22 @@ impl Rule {
     /// Whether this rule applies to `subject` doing `action` to `object`.
     pub fn matches(&self, subject: &Subject, action: Action, object: &Object<'_>) -> bool {
         self.action == action
-            && self
-                .app
-                .as_deref()
-                .map_or(true, |p| glob_match(p, &subject.app_id))
-            && self.uid.map_or(true, |u| u == subject.uid)
-            && self.gid.map_or(true, |g| subject.in_group(g))
+            && any_or(self.app.as_deref(), |p| glob_match(p, &subject.app_id))
+            && any_or(self.uid, |u| u == subject.uid)
+            && any_or(self.gid, |g| subject.in_group(g))
             && match (&self.target, object.target()) {
                 (None, _) => true,
                 (Some(p), Some(t)) => glob_match(p, t),
                 (Some(_), None) => false,
             }
+    }
+}
+
+/// `None` matches anything; `Some(v)` must pass `f`.
+fn any_or<T>(field: Option<T>, f: impl FnOnce(T) -> bool) -> bool {
+    match field {
+        None => true,
+        Some(v) => f(v),
     }
 }
 

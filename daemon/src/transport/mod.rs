@@ -27,7 +27,11 @@ pub enum TransportError {
     InUse(PathBuf),
     /// Filesystem trouble around the socket.
     #[error("{what} {path}: {source}")]
-    Fs { what: &'static str, path: PathBuf, source: std::io::Error },
+    Fs {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Binding or listening failed.
     #[error("listening on {path}: {source}")]
     Listen { path: PathBuf, source: SockError },
@@ -46,11 +50,17 @@ pub fn bind(path: &Path, mode: u32) -> Result<SeqPacketListener, TransportError>
             source,
         })?;
     }
-    let listener = SeqPacketListener::bind(path)
-        .map_err(|source| TransportError::Listen { path: path.to_path_buf(), source })?;
+    let listener = SeqPacketListener::bind(path).map_err(|source| TransportError::Listen {
+        path: path.to_path_buf(),
+        source,
+    })?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
-        TransportError::Fs { what: "setting permissions of", path: path.to_path_buf(), source }
+        TransportError::Fs {
+            what: "setting permissions of",
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     Ok(listener)
 }
@@ -89,25 +99,44 @@ async fn send(conn: &AsyncSeqPacket, msg: &ServerMsg, fds: &[OwnedFd]) -> Result
 }
 
 async fn reply_error(conn: &AsyncSeqPacket, id: u32, kind: ErrorKind, message: String) {
-    let msg = ServerMsg::Reply { id, result: Err(WireError::new(kind, message)) };
+    let msg = ServerMsg::Reply {
+        id,
+        result: Err(WireError::new(kind, message)),
+    };
     let _ = send(conn, &msg, &[]).await;
 }
 
 /// Reads one datagram and decodes it; a bad one gets an error reply and `None` (hang up).
-async fn read_request(conn: &AsyncSeqPacket, buf: &mut [u8], peer: &str) -> Option<(ClientMsg, Vec<OwnedFd>)> {
+async fn read_request(
+    conn: &AsyncSeqPacket,
+    buf: &mut [u8],
+    peer: &str,
+) -> Option<(ClientMsg, Vec<OwnedFd>)> {
     match conn.recv(buf).await {
         Ok(got) => match wire::decode::<ClientMsg>(&buf[..got.len]) {
             Ok(msg) => Some((msg, got.fds)),
             Err(e) => {
                 tracing::debug!(peer, "malformed message: {e}");
-                reply_error(conn, 0, ErrorKind::Protocol, format!("{e}; closing the connection")).await;
+                reply_error(
+                    conn,
+                    0,
+                    ErrorKind::Protocol,
+                    format!("{e}; closing the connection"),
+                )
+                .await;
                 None
             }
         },
         Err(SockError::Closed) => None,
         Err(e @ (SockError::TooLarge | SockError::TooManyFds)) => {
             tracing::debug!(peer, "bad datagram: {e}");
-            reply_error(conn, 0, ErrorKind::Protocol, format!("{e}; closing the connection")).await;
+            reply_error(
+                conn,
+                0,
+                ErrorKind::Protocol,
+                format!("{e}; closing the connection"),
+            )
+            .await;
             None
         }
         Err(e) => {
@@ -122,7 +151,13 @@ async fn serve_connection(core: Arc<Core>, conn: AsyncSeqPacket) {
         Ok(i) => i,
         Err(e) => {
             tracing::warn!("refusing a connection whose peer cannot be identified: {e}");
-            reply_error(&conn, 0, ErrorKind::Denied, format!("cannot identify you: {e}")).await;
+            reply_error(
+                &conn,
+                0,
+                ErrorKind::Denied,
+                format!("cannot identify you: {e}"),
+            )
+            .await;
             return;
         }
     };
@@ -130,16 +165,26 @@ async fn serve_connection(core: Arc<Core>, conn: AsyncSeqPacket) {
     let mut buf = recv_buffer();
 
     // Handshake.
-    let Some((first, fds)) = read_request(&conn, &mut buf, &peer).await else { return };
+    let Some((first, fds)) = read_request(&conn, &mut buf, &peer).await else {
+        return;
+    };
     let name = match first.req {
         Request::Hello { version, name } if version == PROTOCOL_VERSION && fds.is_empty() => name,
         Request::Hello { version, .. } => {
-            let msg = format!("protocol version {version} is not supported (server speaks {PROTOCOL_VERSION})");
+            let msg = format!(
+                "protocol version {version} is not supported (server speaks {PROTOCOL_VERSION})"
+            );
             reply_error(&conn, first.id, ErrorKind::Protocol, msg).await;
             return;
         }
         _ => {
-            reply_error(&conn, first.id, ErrorKind::Protocol, "the first request must be Hello".into()).await;
+            reply_error(
+                &conn,
+                first.id,
+                ErrorKind::Protocol,
+                "the first request must be Hello".into(),
+            )
+            .await;
             return;
         }
     };
@@ -147,12 +192,34 @@ async fn serve_connection(core: Arc<Core>, conn: AsyncSeqPacket) {
     let client = match core.connect(identity, &name, tx) {
         Ok(c) => c,
         Err(e) => {
-            let _ = send(&conn, &ServerMsg::Reply { id: first.id, result: Err(e) }, &[]).await;
+            let _ = send(
+                &conn,
+                &ServerMsg::Reply {
+                    id: first.id,
+                    result: Err(e),
+                },
+                &[],
+            )
+            .await;
             return;
         }
     };
-    let hello = Reply::Hello { version: PROTOCOL_VERSION, server: "soundgated".into(), client };
-    if send(&conn, &ServerMsg::Reply { id: first.id, result: Ok(hello) }, &[]).await.is_ok() {
+    let hello = Reply::Hello {
+        version: PROTOCOL_VERSION,
+        server: "soundgated".into(),
+        client,
+    };
+    if send(
+        &conn,
+        &ServerMsg::Reply {
+            id: first.id,
+            result: Ok(hello),
+        },
+        &[],
+    )
+    .await
+    .is_ok()
+    {
         loop {
             tokio::select! {
                 req = read_request(&conn, &mut buf, &peer) => {
