@@ -284,3 +284,44 @@ pub fn dominant_frequency(x: &[f32], rate: u32, lo: f64, hi: f64) -> f64 {
     }
     fine.1
 }
+
+/// Least-squares fit of a tone at `freq` over `x` (exact when `x` holds whole periods):
+/// returns (cos, sin) coefficients so that x[n] ≈ c·cos(wn) + s·sin(wn).
+pub fn tone_fit(x: &[f32], freq: f64, rate: u32) -> (f64, f64) {
+    let (mut c, mut s) = (0.0f64, 0.0f64);
+    for (n, &v) in x.iter().enumerate() {
+        let w = 2.0 * std::f64::consts::PI * freq * n as f64 / f64::from(rate);
+        c += f64::from(v) * w.cos();
+        s += f64::from(v) * w.sin();
+    }
+    let n = x.len() as f64;
+    (2.0 * c / n, 2.0 * s / n)
+}
+
+/// Value of a fitted tone at sample `n`.
+pub fn tone_at((c, s): (f64, f64), freq: f64, rate: u32, n: usize) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq * n as f64 / f64::from(rate);
+    c * w.cos() + s * w.sin()
+}
+
+/// Canonical path of a binary, as the daemon sees it in /proc/PID/exe.
+pub fn exe_id(path: &Path) -> String {
+    format!(
+        "exe:{}",
+        std::fs::canonicalize(path).expect("canonicalize").display()
+    )
+}
+
+/// Entries in /proc/PID/fd.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Lines of /proc/PID/maps containing `needle`.
+pub fn maps_with(pid: u32, needle: &str) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|m| m.lines().filter(|l| l.contains(needle)).count())
+        .unwrap_or(0)
+}
