@@ -20,12 +20,16 @@ use crate::policy::{Action, Rule, RuleDecision};
 pub struct Config {
     /// Sinks, in file order; exactly one has `default == true`.
     pub sinks: Vec<SinkConfig>,
+    /// Capture sources (`[[source]]`), in file order; if any, exactly one is the default.
+    pub sources: Vec<SourceConfig>,
     /// Policy rules, in file order (first match wins).
     pub rules: Vec<Rule>,
     /// Resource limits.
     pub limits: Limits,
     /// Engine settings.
     pub engine: EngineConfig,
+    /// Consent prompts.
+    pub prompts: PromptsConfig,
     /// The file it came from (`None` for the built-in default).
     pub source_path: Option<PathBuf>,
 }
@@ -45,16 +49,37 @@ pub struct SinkConfig {
     pub default: bool,
 }
 
-/// A sink's backend.
+/// One `[[source]]`: a capture device. Same fields as a sink; its backend is `null`
+/// (silence) or `alsa`.
+pub type SourceConfig = SinkConfig;
+
+/// A sink's or source's backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SinkBackend {
-    /// Timer-paced, discards the mix.
+    /// Timer-paced, discards the mix (a source: produces silence).
     Null,
-    /// Timer-paced, writes the mix to a WAV file.
+    /// Timer-paced, writes the mix to a WAV file (sinks only).
     File {
         /// Absolute path of the WAV file.
         path: PathBuf,
     },
+    /// An ALSA PCM.
+    Alsa(AlsaConfig),
+}
+
+/// The `alsa` backend's keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlsaConfig {
+    /// The PCM name (`hw:0,0`, `plughw:1`, `default`, a PCM from an asoundrc).
+    pub device: String,
+    /// `device` or `timer`; `None`: the device's clock for `hw:`/`plughw:`, else the timer.
+    pub clock: Option<crate::backend::Clock>,
+    /// Frames per period to ask for (default: the quantum).
+    pub period_frames: Option<u32>,
+    /// Periods per buffer to ask for (default: 4 with the device clock, 2 with the timer).
+    pub periods: Option<u32>,
+    /// Whether `format` was given (then it is tried first; else the device's native one).
+    pub format_explicit: bool,
 }
 
 /// Resource limits (`[limits]`).
@@ -81,6 +106,19 @@ impl Default for Limits {
             connections_per_uid: 64,
             max_latency_ms: 2000,
         }
+    }
+}
+
+/// Consent prompts (`[prompts]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PromptsConfig {
+    /// How long a prompt waits for an answer before the request is denied (1..=3600 s).
+    pub timeout_secs: u64,
+}
+
+impl Default for PromptsConfig {
+    fn default() -> PromptsConfig {
+        PromptsConfig { timeout_secs: 30 }
     }
 }
 
@@ -184,11 +222,13 @@ impl Config {
             message: e.message().trim_end().replace('\n', "; "),
         })?;
         let engine = cx.engine(raw.engine)?;
+        let prompts = cx.prompts(raw.prompts)?;
         let limits = cx.limits(raw.limits)?;
-        let mut sinks = cx.sinks(&raw.sink)?;
+        let mut sinks = cx.sinks(&raw.sink, "sink")?;
         if sinks.is_empty() {
             sinks = Config::builtin_default().sinks;
         }
+        let sources = cx.sinks(&raw.source, "source")?;
         let rules = raw
             .rule
             .iter()
@@ -196,9 +236,11 @@ impl Config {
             .collect::<Result<_, _>>()?;
         Ok(Config {
             sinks,
+            sources,
             rules,
             limits,
             engine,
+            prompts,
             source_path: Some(origin.to_path_buf()),
         })
     }
@@ -218,9 +260,11 @@ impl Config {
                 quantum: DEFAULT_QUANTUM,
                 default: true,
             }],
+            sources: Vec::new(),
             rules: Vec::new(),
             limits: Limits::default(),
             engine: EngineConfig::default(),
+            prompts: PromptsConfig::default(),
             source_path: None,
         }
     }
@@ -237,11 +281,20 @@ impl Config {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     engine: Option<RawEngine>,
+    prompts: Option<RawPrompts>,
     limits: Option<RawLimits>,
     #[serde(default)]
     sink: Vec<Spanned<RawSink>>,
     #[serde(default)]
+    source: Vec<Spanned<RawSink>>,
+    #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrompts {
+    timeout_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,6 +319,10 @@ struct RawSink {
     name: Spanned<String>,
     backend: Option<Spanned<String>>,
     path: Option<Spanned<PathBuf>>,
+    device: Option<Spanned<String>>,
+    clock: Option<Spanned<String>>,
+    period_frames: Option<Spanned<i64>>,
+    periods: Option<Spanned<i64>>,
     rate: Option<Spanned<i64>>,
     channels: Option<Spanned<i64>>,
     format: Option<Spanned<String>>,
@@ -308,6 +365,16 @@ impl Cx<'_> {
             path: self.path.to_path_buf(),
             line: self.line(span.start),
             message: message.into(),
+        }
+    }
+
+    fn prompts(&self, raw: Option<RawPrompts>) -> Result<PromptsConfig, ConfigError> {
+        let Some(t) = raw.and_then(|p| p.timeout_secs) else {
+            return Ok(PromptsConfig::default());
+        };
+        match u64::try_from(*t.get_ref()) {
+            Ok(timeout_secs @ 1..=3600) => Ok(PromptsConfig { timeout_secs }),
+            _ => Err(self.err(t.span(), "prompts: timeout_secs must be 1..=3600")),
         }
     }
 
@@ -380,19 +447,23 @@ impl Cx<'_> {
         })
     }
 
-    fn sinks(&self, raw: &[Spanned<RawSink>]) -> Result<Vec<SinkConfig>, ConfigError> {
+    fn sinks(
+        &self,
+        raw: &[Spanned<RawSink>],
+        kind: &'static str,
+    ) -> Result<Vec<SinkConfig>, ConfigError> {
         let mut sinks: Vec<SinkConfig> = Vec::with_capacity(raw.len());
         let mut lines: HashMap<String, usize> = HashMap::new();
         let mut default_line: Option<(String, usize)> = None;
         for s in raw {
             let s = s.get_ref();
-            let sink = self.sink(s)?;
+            let sink = self.sink(s, kind)?;
             let line = self.line(s.name.span().start);
             if let Some(first) = lines.get(&sink.name) {
                 return Err(self.err(
                     s.name.span(),
                     format!(
-                        "duplicate sink {:?} (first defined on line {first})",
+                        "duplicate {kind} {:?} (first defined on line {first})",
                         sink.name
                     ),
                 ));
@@ -404,8 +475,8 @@ impl Cx<'_> {
                     return Err(self.err(
                         span,
                         format!(
-                            "sink {:?}: only one sink can be the default, and sink {other:?} \
-                             (line {other_line}) already is",
+                            "{kind} {:?}: only one {kind} can be the default, and {kind} \
+                             {other:?} (line {other_line}) already is",
                             sink.name
                         ),
                     ));
@@ -422,32 +493,60 @@ impl Cx<'_> {
         Ok(sinks)
     }
 
-    fn sink(&self, s: &RawSink) -> Result<SinkConfig, ConfigError> {
+    fn sink(&self, s: &RawSink, kind: &'static str) -> Result<SinkConfig, ConfigError> {
         let name = s.name.get_ref().clone();
         if let Err(why) = check_device_name(&name, false) {
-            return Err(self.err(s.name.span(), format!("sink {name:?}: {why}")));
+            return Err(self.err(s.name.span(), format!("{kind} {name:?}: {why}")));
         }
         let backend_name = s.backend.as_ref().map_or("null", |b| b.get_ref().as_str());
         let backend_span = s.backend.as_ref().map_or(s.name.span(), Spanned::span);
+        if backend_name != "alsa" {
+            for (key, span) in [
+                ("device", s.device.as_ref().map(Spanned::span)),
+                ("clock", s.clock.as_ref().map(Spanned::span)),
+                ("period_frames", s.period_frames.as_ref().map(Spanned::span)),
+                ("periods", s.periods.as_ref().map(Spanned::span)),
+            ] {
+                if let Some(span) = span {
+                    return Err(self.err(
+                        span,
+                        format!("{kind} {name:?}: {key} is only for backend \"alsa\""),
+                    ));
+                }
+            }
+        }
         let backend = match (backend_name, &s.path) {
+            ("alsa", Some(p)) | ("file", Some(p)) if kind == "source" || backend_name == "alsa" => {
+                return Err(self.err(
+                    p.span(),
+                    format!("{kind} {name:?}: path is only for sink backend \"file\""),
+                ))
+            }
+            ("file", _) if kind == "source" => {
+                return Err(self.err(
+                    backend_span,
+                    format!("source {name:?}: backend \"file\" is for sinks only"),
+                ))
+            }
+            ("alsa", None) => SinkBackend::Alsa(self.alsa(s, kind, &name, backend_span.clone())?),
             ("null", None) => SinkBackend::Null,
             ("null", Some(p)) => {
                 return Err(self.err(
                     p.span(),
-                    format!("sink {name:?}: path is only for backend \"file\""),
+                    format!("{kind} {name:?}: path is only for backend \"file\""),
                 ))
             }
             ("file", None) => {
                 return Err(self.err(
                     backend_span,
-                    format!("sink {name:?}: backend \"file\" needs a path"),
+                    format!("{kind} {name:?}: backend \"file\" needs a path"),
                 ))
             }
             ("file", Some(p)) => {
                 if !p.get_ref().is_absolute() {
                     return Err(self.err(
                         p.span(),
-                        format!("sink {name:?}: path {:?} must be absolute", p.get_ref()),
+                        format!("{kind} {name:?}: path {:?} must be absolute", p.get_ref()),
                     ));
                 }
                 SinkBackend::File {
@@ -458,7 +557,12 @@ impl Cx<'_> {
                 return Err(self.err(
                     backend_span,
                     format!(
-                        "sink {name:?}: unknown backend {other:?} (expected \"null\" or \"file\")"
+                        "{kind} {name:?}: unknown backend {other:?} (expected {})",
+                        if kind == "sink" {
+                            "\"null\", \"file\" or \"alsa\""
+                        } else {
+                            "\"null\" or \"alsa\""
+                        }
                     ),
                 ))
             }
@@ -468,7 +572,7 @@ impl Cx<'_> {
             Some(f) => f
                 .get_ref()
                 .parse::<SampleFormat>()
-                .map_err(|e| self.err(f.span(), format!("sink {name:?}: {e}")))?,
+                .map_err(|e| self.err(f.span(), format!("{kind} {name:?}: {e}")))?,
         };
         let range = |v: &Spanned<i64>, lo: i64, hi: i64, what: &str| {
             let n = *v.get_ref();
@@ -477,7 +581,7 @@ impl Cx<'_> {
             } else {
                 Err(self.err(
                     v.span(),
-                    format!("sink {name:?}: {what} {n} is outside {lo}..={hi}"),
+                    format!("{kind} {name:?}: {what} {n} is outside {lo}..={hi}"),
                 ))
             }
         };
@@ -511,7 +615,7 @@ impl Cx<'_> {
         };
         // Belt and braces: the ranges above are the proto's own.
         if let Err(e) = spec.validate() {
-            return Err(self.err(s.name.span(), format!("sink {name:?}: {e}")));
+            return Err(self.err(s.name.span(), format!("{kind} {name:?}: {e}")));
         }
         Ok(SinkConfig {
             name,
@@ -578,6 +682,61 @@ impl Cx<'_> {
             target: r.target.as_ref().map(|t| t.get_ref().clone()),
             decision,
             origin: format!("{}:{line}", self.path.display()),
+        })
+    }
+
+    fn alsa(
+        &self,
+        s: &RawSink,
+        kind: &str,
+        name: &str,
+        backend_span: Range<usize>,
+    ) -> Result<AlsaConfig, ConfigError> {
+        let Some(device) = &s.device else {
+            return Err(self.err(
+                backend_span,
+                format!("{kind} {name:?}: backend \"alsa\" needs a device (e.g. \"hw:0,0\")"),
+            ));
+        };
+        let dev = device.get_ref();
+        if dev.is_empty() || dev.len() > 256 || dev.chars().any(|c| c.is_control()) {
+            return Err(self.err(
+                device.span(),
+                format!(
+                    "{kind} {name:?}: device must be a PCM name of 1 to 256 printable characters"
+                ),
+            ));
+        }
+        let clock = match &s.clock {
+            None => None,
+            Some(c) => match c.get_ref().as_str() {
+                "device" => Some(crate::backend::Clock::Device),
+                "timer" => Some(crate::backend::Clock::Timer),
+                other => {
+                    return Err(self.err(
+                        c.span(),
+                        format!("{kind} {name:?}: clock {other:?} must be \"device\" or \"timer\""),
+                    ))
+                }
+            },
+        };
+        let num = |v: &Option<Spanned<i64>>, key: &str, lo: i64, hi: i64| match v {
+            None => Ok(None),
+            Some(v) if (lo..=hi).contains(v.get_ref()) => Ok(Some(*v.get_ref() as u32)),
+            Some(v) => Err(self.err(
+                v.span(),
+                format!(
+                    "{kind} {name:?}: {key} {} is outside {lo}..={hi}",
+                    v.get_ref()
+                ),
+            )),
+        };
+        Ok(AlsaConfig {
+            device: dev.clone(),
+            clock,
+            period_frames: num(&s.period_frames, "period_frames", 16, 65_536)?,
+            periods: num(&s.periods, "periods", 2, 64)?,
+            format_explicit: s.format.is_some(),
         })
     }
 
@@ -810,7 +969,21 @@ decision = "ask"
                 .contains(":4: sink \"n\": path \"x.wav\" must be absolute")
         );
         assert!(err("[[sink]]\nname = \"n\"\nbackend = \"alsa\"\n")
-            .contains(":3: sink \"n\": unknown backend \"alsa\""));
+            .contains(":3: sink \"n\": backend \"alsa\" needs a device"));
+        assert!(err("[[sink]]\nname = \"n\"\nbackend = \"jack\"\n")
+            .contains(":3: sink \"n\": unknown backend \"jack\""));
+        assert!(err("[[sink]]\nname = \"n\"\ndevice = \"hw:0\"\n")
+            .contains(":3: sink \"n\": device is only for backend \"alsa\""));
+        assert!(err(
+            "[[sink]]\nname = \"n\"\nbackend = \"alsa\"\ndevice = \"hw:0\"\nclock = \"wall\"\n"
+        )
+        .contains(":5: sink \"n\": clock \"wall\" must be"));
+        assert!(
+            err("[[source]]\nname = \"m\"\nbackend = \"file\"\npath = \"/x.wav\"\n")
+                .contains(":4: source \"m\": path is only for sink backend \"file\"")
+        );
+        assert!(err("[[source]]\nname = \"m\"\n[[source]]\nname = \"m\"\n")
+            .contains(":4: duplicate source \"m\""));
         assert!(err("[[sink]]\nname = \"n\"\nchannels = 9\n")
             .contains(":3: sink \"n\": channel count 9 is outside 1..=8"));
         assert!(err("[[sink]]\nname = \"n\"\nquantum = 8\n")

@@ -83,6 +83,73 @@ pub enum Request {
     DeleteStream { stream: StreamId },
     /// Admin: make a sink the default.
     SetDefaultSink { sink: String },
+    /// Move one of the client's streams to another device it may use.
+    MoveStream { stream: StreamId, device: String },
+    /// Control plane (admin socket only): receive [`Event::Prompt`] and
+    /// [`Event::PromptResolved`] as a prompt agent. The reply lists the prompts already pending.
+    SubscribePrompts,
+    /// Control plane: answer a pending prompt. The first answer wins.
+    AnswerPrompt { prompt: u64, answer: PromptAnswer },
+    /// Control plane: the pending prompts.
+    ListPrompts,
+    /// Control plane: the grants in force.
+    ListGrants,
+    /// Control plane: revoke a grant. Capture streams it authorised end at once.
+    RevokeGrant { grant: u64 },
+}
+
+/// How a prompt is answered, and for how long the answer holds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum PromptAnswer {
+    /// Allow this one request (this stream).
+    AllowOnce,
+    /// Allow until the client disconnects.
+    AllowSession,
+    /// Allow this app of this user from now on (persisted).
+    AllowAlways,
+    /// Refuse this one request.
+    DenyOnce,
+    /// Refuse this app of this user from now on (persisted).
+    DenyAlways,
+}
+
+/// A request that waits for a user's consent, as prompt agents see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PromptInfo {
+    pub id: u64,
+    pub client: ClientId,
+    pub pid: i32,
+    pub uid: u32,
+    pub user: Option<String>,
+    /// The app id the server derived (`flatpak:…`, `snap:…`, `systemd:…`, `exe:…`).
+    pub app_id: String,
+    /// How the app id was derived (`flatpak`, `snap`, `systemd`, `exe`, `unknown`).
+    pub app_source: String,
+    pub exe: Option<String>,
+    /// The name the client declared: a label, unverified.
+    pub label: String,
+    /// What it asks to do (`record`).
+    pub action: String,
+    /// The device.
+    pub target: String,
+    /// Unix milliseconds when the prompt is denied for want of an answer.
+    pub deadline_unix_ms: u64,
+}
+
+/// A grant in force.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GrantInfo {
+    pub id: u64,
+    pub uid: u32,
+    pub app_id: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub allow: bool,
+    /// `once`, `session` or `always`.
+    pub scope: String,
+    /// The client a once/session grant belongs to.
+    pub client: Option<ClientId>,
+    pub by: String,
 }
 
 /// A message from the server.
@@ -126,6 +193,10 @@ pub enum Reply {
     },
     /// See [`Request::StreamInfo`].
     Stream(StreamInfo),
+    /// See [`Request::ListPrompts`] and [`Request::SubscribePrompts`].
+    Prompts(Vec<PromptInfo>),
+    /// See [`Request::ListGrants`].
+    Grants(Vec<GrantInfo>),
 }
 
 /// Server-wide facts.
@@ -136,6 +207,9 @@ pub struct ServerInfo {
     pub protocol: u32,
     pub default_sink: Option<String>,
     pub default_source: Option<String>,
+    /// Something an operator should know about how the server runs, e.g. that no sound card
+    /// was found and it plays to a `null` sink.
+    pub notice: Option<String>,
 }
 
 /// Whether a device plays or captures.
@@ -163,6 +237,32 @@ pub struct DeviceInfo {
     pub suspended: bool,
     /// For a monitor, the sink it watches.
     pub monitor_of: Option<String>,
+    /// Whether the device works now.
+    pub state: DeviceState,
+    /// What paces the device: `device` (the PCM's own clock) or `timer`.
+    pub clock: String,
+    /// The device name the backend opened (an ALSA PCM name such as `hw:0,0`), if any.
+    pub device: Option<String>,
+    /// Frames per device period, as granted by the device (0 if it has no periods).
+    pub period_frames: u32,
+    /// Frames in the device buffer, as granted by the device (0 if it has no buffer).
+    pub buffer_frames: u32,
+    /// Over- or underruns of the device (ALSA `EPIPE`) the server recovered from.
+    pub xruns: u64,
+    /// Times the device was suspended (ALSA `ESTRPIPE`) and resumed.
+    pub suspends: u64,
+    /// Why the device is unavailable, or other news about it.
+    pub detail: Option<String>,
+}
+
+/// A device's availability.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum DeviceState {
+    /// Working.
+    Running,
+    /// The device failed or vanished; the server retries opening it. Its playback streams
+    /// moved to the fallback sink; its record streams are paused.
+    Unavailable,
 }
 
 /// Direction of a stream.
@@ -201,6 +301,13 @@ pub enum Event {
     /// The server ended a stream (a protocol error in its ring, a revoked grant, a removed
     /// device). The stream id is no longer valid.
     StreamEnded { stream: StreamId, error: WireError },
+    /// Request `request` waits for a user's consent (prompt `prompt`); its reply comes when
+    /// the prompt is answered or times out.
+    PermissionPending { request: u32, prompt: u64 },
+    /// To prompt agents: a prompt was raised.
+    Prompt(PromptInfo),
+    /// To prompt agents: a prompt was answered (`answer`), timed out or was cancelled.
+    PromptResolved { prompt: u64, outcome: String },
 }
 
 /// Kinds of failure, stable on the wire; tools map them to exit codes.

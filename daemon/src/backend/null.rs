@@ -1,6 +1,7 @@
-//! The `null` backend: discards the mix. The engine's timer paces it.
+//! The `null` backend: discards the mix (sink) or produces silence (source). The engine's timer
+//! paces it.
 
-use super::{Backend, BackendError};
+use super::{Backend, BackendError, CaptureBackend};
 use soundgate_proto::StreamSpec;
 
 /// Discards everything written to it.
@@ -27,6 +28,18 @@ impl Backend for NullBackend {
     }
 
     fn finish(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "null"
+    }
+}
+
+impl CaptureBackend for NullBackend {
+    fn read(&mut self, data: &mut [u8]) -> Result<(), BackendError> {
+        // Zero bytes are silence in every format we use (s16le, s32le, f32le).
+        data.fill(0);
         Ok(())
     }
 

@@ -10,13 +10,18 @@
 //! Locking: one `std::sync::Mutex` guards the registry; it is held for short, non-blocking
 //! sections only (never across an await, never by the engine).
 
+pub mod audit;
+pub mod consent;
+pub mod devices;
+pub mod grants;
+pub mod prompts;
+
 use crate::backend;
-use crate::config::{Config, Limits, SinkBackend};
-use crate::engine::{
-    EndReason, PlaybackStream, RecordStream, Retired, SinkHandle, SinkParams, StreamShared,
-};
+use crate::config::{Config, Limits};
+use crate::engine::{EndReason, PlaybackStream, RecordStream, Retired, SinkHandle, StreamShared};
 use crate::identity::Identity;
 use crate::policy::{Action, Decision, Object, Policy, Subject};
+pub use consent::{Handled, Parked};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use soundgate_proto::ring::{self, Ring};
 use soundgate_proto::shm::{self, Mapping};
@@ -34,12 +39,17 @@ use tokio::sync::mpsc;
 pub const MONITOR_SUFFIX: &str = ".monitor";
 /// Events queued per connection before a client that does not read is cut off.
 pub const EVENT_QUEUE: usize = 256;
+/// How long a prompt waits for an answer unless the config says otherwise.
+pub const DEFAULT_PROMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The highest linear volume a stream may have.
 pub const MAX_VOLUME: f32 = 4.0;
 
 /// Failures building the core.
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
+    /// The state directory (grants, audit log) could not be used.
+    #[error("state: {0}")]
+    State(String),
     /// A sink's backend could not be opened.
     #[error("sink {name}: {source}")]
     Backend {
@@ -80,12 +90,24 @@ pub struct Sink {
     name: String,
     backend: &'static str,
     handle: SinkHandle,
+    /// Capture source or sink, availability (see [`devices`]).
+    dev: devices::DevState,
 }
 
 impl Sink {
     /// The sink's engine.
     pub fn handle(&self) -> &SinkHandle {
         &self.handle
+    }
+
+    /// The sink's or source's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this is a capture source rather than a sink.
+    pub fn is_source(&self) -> bool {
+        self.dev.source
     }
 }
 
@@ -104,6 +126,8 @@ struct StreamEntry {
     direction: Direction,
     name: String,
     sink: usize,
+    /// The device the stream was created on; it moves back there when that comes back.
+    home: usize,
     device: String,
     spec: StreamSpec,
     shared: Arc<StreamShared>,
@@ -126,47 +150,31 @@ pub struct Core {
     policy: Policy,
     limits: Limits,
     reg: Mutex<Registry>,
+    /// Grants, prompts, audit log (see [`consent`]).
+    consent: Mutex<consent::Consents>,
+    /// For the server info (e.g. "no sound card found").
+    notice: Option<String>,
 }
 
 impl Core {
-    /// Opens every configured sink and starts its engine.
+    /// Opens every configured sink and capture source and starts their engines (see
+    /// [`devices`]: a device that cannot be opened is left out with one log line).
     pub fn new(config: &Config) -> Result<Core, CoreError> {
-        let mut sinks = Vec::with_capacity(config.sinks.len());
+        let (sinks, notice) = devices::open_all(config)?;
         let mut default_sink = None;
-        for (i, sc) in config.sinks.iter().enumerate() {
-            let out = match &sc.backend {
-                SinkBackend::Null => backend::open_null(sc.spec),
-                SinkBackend::File { path } => {
-                    backend::open_file(path, sc.spec).map_err(|source| CoreError::Backend {
-                        name: sc.name.clone(),
-                        source,
-                    })?
-                }
-            };
-            let backend_name = out.name();
-            let params = SinkParams {
-                name: sc.name.clone(),
-                spec: sc.spec,
-                quantum: sc.quantum,
-                max_streams: config.limits.streams_total,
-                rt_priority: config.engine.realtime_priority,
-            };
-            let handle = SinkHandle::spawn(params, out).map_err(|source| CoreError::Engine {
-                name: sc.name.clone(),
-                source,
-            })?;
+        for (i, s) in sinks.iter().enumerate() {
+            if s.dev.source {
+                tracing::info!(source = %s.name, backend = s.backend, spec = %s.handle.spec(), quantum = s.handle.quantum(), "capture source ready");
+                continue;
+            }
             tracing::info!(
-                sink = %sc.name, backend = backend_name, spec = %sc.spec, quantum = sc.quantum,
-                "sink ready; its monitor is {}{MONITOR_SUFFIX}", sc.name
+                sink = %s.name, backend = s.backend, spec = %s.handle.spec(), quantum = s.handle.quantum(),
+                "sink ready; its monitor is {}{MONITOR_SUFFIX}", s.name
             );
-            if sc.default || (default_sink.is_none() && i == 0) {
+            let marked = config.sinks.iter().any(|c| c.default && c.name == s.name);
+            if marked || default_sink.is_none() {
                 default_sink = Some(i);
             }
-            sinks.push(Sink {
-                name: sc.name.clone(),
-                backend: backend_name,
-                handle,
-            });
         }
         let reg = Registry {
             default_sink,
@@ -179,7 +187,24 @@ impl Core {
             policy: Policy::new(config.rules.clone()),
             limits: config.limits.clone(),
             reg: Mutex::new(reg),
+            consent: Mutex::new(
+                consent::Consents::open(None, DEFAULT_PROMPT_TIMEOUT).map_err(CoreError::State)?,
+            ),
+            notice,
         })
+    }
+
+    /// Keeps grants and the audit log in `state_dir` (loading the grants there), and waits
+    /// `prompt_timeout` for answers to prompts. Without this, grants live in memory only.
+    pub fn open_state(
+        &mut self,
+        state_dir: &std::path::Path,
+        prompt_timeout: std::time::Duration,
+    ) -> Result<(), CoreError> {
+        let consents =
+            consent::Consents::open(Some(state_dir), prompt_timeout).map_err(CoreError::State)?;
+        self.consent = Mutex::new(consents);
+        Ok(())
     }
 
     fn reg(&self) -> MutexGuard<'_, Registry> {
@@ -199,6 +224,7 @@ impl Core {
         identity: Identity,
         label: &str,
         events: mpsc::Sender<ServerMsg>,
+        admin: bool,
     ) -> Result<ClientId, WireError> {
         if label.len() > MAX_NAME {
             return Err(err(
@@ -227,7 +253,7 @@ impl Core {
         }
         let id = reg.next_client;
         reg.next_client = reg.next_client.wrapping_add(1).max(1);
-        let subject = identity.subject(id, false);
+        let subject = identity.subject(id, admin);
         tracing::info!(
             client = id, pid = identity.pid, uid = identity.uid, app = %identity.app.id,
             via = %identity.app.source, label, "client connected"
@@ -247,6 +273,7 @@ impl Core {
 
     /// Forgets a connection and ends all its streams.
     pub fn disconnect(&self, client: ClientId) {
+        self.forget_consents(client);
         let mut reg = self.reg();
         let Some(entry) = reg.clients.remove(&client) else {
             return;
@@ -278,7 +305,12 @@ impl Core {
             return;
         };
         let retired = sink.handle.collect_retired();
-        if retired.is_empty() {
+        let changed = sink
+            .dev
+            .seen_available
+            .load(std::sync::atomic::Ordering::Acquire)
+            != sink.handle.shared().available();
+        if retired.is_empty() && !changed {
             return;
         }
         let mut reg = self.reg();
@@ -288,6 +320,10 @@ impl Core {
                 Retired::Playback(p) => p.shared.ended(),
                 Retired::Record(rec) => rec.shared.ended(),
             };
+            if ended.is_none() && reg.streams.contains_key(&id) {
+                // In transit between devices (see `devices`).
+                continue;
+            }
             if let Some(EndReason::BadIndex) = ended {
                 if let Some(s) = reg.streams.remove(&id) {
                     tracing::warn!(
@@ -303,13 +339,24 @@ impl Core {
                 }
             }
         }
+        let mut rest = Vec::with_capacity(retired.len());
+        for r in retired {
+            let moving = r.shared().ended().is_none() && reg.streams.contains_key(&r.id());
+            if moving {
+                rest.extend(self.land(&mut reg, r));
+            } else {
+                rest.push(r);
+            }
+        }
+        self.device_events(index, &mut reg);
         drop(reg);
         // Unmapping and closing happen here, outside the engine and outside the lock.
-        drop(retired);
+        drop(rest);
     }
 
     /// Reports new underruns to the owners of streams. Called periodically.
     pub fn tick(&self) {
+        self.log_device_counters();
         let mut reg = self.reg();
         let mut events = Vec::new();
         for (id, s) in reg.streams.iter_mut() {
@@ -362,13 +409,16 @@ impl Core {
         let Some(c) = reg.clients.get_mut(&client) else {
             return Err(err(ErrorKind::Protocol, "unknown client"));
         };
-        let decision = self.policy.check(&c.subject, action, object);
+        let (decision, _) = self.decide(&c.subject, c.identity.pid, action, object);
         let reason = match decision {
             Decision::Allow => return Ok(()),
             Decision::Deny(reason) => reason,
-            // Until prompts exist, consent that cannot be asked for is refused.
+            // `handle` turns this into a prompt when an agent is connected.
+            Decision::Ask if self.has_agents() => {
+                format!("{} needs the user's consent", describe(action, object))
+            }
             Decision::Ask => format!(
-                "{} needs the user's consent and no prompt agent is available; a [[rule]] can allow it",
+                "{} needs the user's consent and no prompt agent is connected",
                 describe(action, object)
             ),
         };
@@ -381,7 +431,7 @@ impl Core {
     }
 
     /// Handles one request from `client`. Fds sent with it are consumed (closed on return).
-    pub fn handle(&self, client: ClientId, req: Request, fds: Vec<OwnedFd>) -> Outcome {
+    fn dispatch(&self, client: ClientId, req: Request, fds: Vec<OwnedFd>) -> Outcome {
         if !matches!(req, Request::CreatePlayback { .. }) && !fds.is_empty() {
             return Err(err(
                 ErrorKind::Protocol,
@@ -461,6 +511,12 @@ impl Core {
                 .into(),
             Request::DeleteStream { stream } => self.delete_stream(client, stream).into(),
             Request::SetDefaultSink { sink } => self.set_default_sink(client, &sink).into(),
+            req @ (Request::MoveStream { .. }
+            | Request::SubscribePrompts
+            | Request::AnswerPrompt { .. }
+            | Request::ListPrompts
+            | Request::ListGrants
+            | Request::RevokeGrant { .. }) => self.control(client, req).into(),
         }
     }
 
@@ -474,32 +530,24 @@ impl Core {
                 .default_sink
                 .and_then(|i| self.sinks.get(i))
                 .map(|s| s.name.clone()),
-            default_source: None,
+            default_source: self.default_source_name(),
+            notice: self.notice.clone(),
         }
     }
 
     fn device_info(
         &self,
         i: usize,
-        sink: &Sink,
+        _sink: &Sink,
         kind: DeviceKind,
         default: Option<usize>,
     ) -> DeviceInfo {
-        let monitor = kind == DeviceKind::Monitor;
-        DeviceInfo {
-            name: if monitor {
-                format!("{}{MONITOR_SUFFIX}", sink.name)
-            } else {
-                sink.name.clone()
-            },
-            kind,
-            backend: sink.backend.to_string(),
-            spec: sink.handle.spec(),
-            quantum: sink.handle.quantum(),
-            is_default: !monitor && default == Some(i),
-            suspended: false,
-            monitor_of: monitor.then(|| sink.name.clone()),
-        }
+        let is_default = match kind {
+            DeviceKind::Sink => default == Some(i),
+            DeviceKind::Capture => self.sinks[i].dev.default_source,
+            DeviceKind::Monitor => false,
+        };
+        self.device_info_of(i, kind, is_default)
     }
 
     fn list_sinks(&self, client: ClientId) -> Result<Reply, WireError> {
@@ -514,11 +562,12 @@ impl Core {
             .iter()
             .enumerate()
             .filter(|(_, s)| {
-                !matches!(
-                    self.policy
-                        .check(&subject, Action::Play, &Object::Sink { name: &s.name }),
-                    Decision::Deny(_)
-                )
+                !s.dev.source
+                    && !matches!(
+                        self.policy
+                            .check(&subject, Action::Play, &Object::Sink { name: &s.name }),
+                        Decision::Deny(_)
+                    )
             })
             .map(|(i, s)| self.device_info(i, s, DeviceKind::Sink, default))
             .collect();
@@ -536,20 +585,32 @@ impl Core {
             .iter()
             .enumerate()
             .filter(|(_, s)| {
-                let name = format!("{}{MONITOR_SUFFIX}", s.name);
+                let monitor = !s.dev.source;
+                let name = if monitor {
+                    format!("{}{MONITOR_SUFFIX}", s.name)
+                } else {
+                    s.name.clone()
+                };
                 !matches!(
                     self.policy.check(
                         &c.subject,
                         Action::Record,
                         &Object::Source {
                             name: &name,
-                            monitor: true
+                            monitor
                         }
                     ),
                     Decision::Deny(_)
                 )
             })
-            .map(|(i, s)| self.device_info(i, s, DeviceKind::Monitor, None))
+            .map(|(i, s)| {
+                let kind = if s.dev.source {
+                    DeviceKind::Capture
+                } else {
+                    DeviceKind::Monitor
+                };
+                self.device_info(i, s, kind, None)
+            })
             .collect();
         Ok(Reply::Sources(list))
     }
@@ -620,9 +681,7 @@ impl Core {
         let mut reg = self.reg();
         self.authorize(&mut reg, client, Action::SetDefault, &Object::Sink { name })?;
         let index = self
-            .sinks
-            .iter()
-            .position(|s| s.name == name)
+            .find_sink(name)
             .ok_or_else(|| err(ErrorKind::NotFound, format!("no sink named {name}")))?;
         reg.default_sink = Some(index);
         tracing::info!(client, sink = name, "default sink changed");
@@ -635,9 +694,7 @@ impl Core {
                 .default_sink
                 .ok_or_else(|| err(ErrorKind::NotFound, "the server has no default sink")),
             Some(n) => self
-                .sinks
-                .iter()
-                .position(|s| s.name == n)
+                .find_sink(n)
                 .ok_or_else(|| err(ErrorKind::NotFound, format!("no sink named {n}"))),
         }
     }
@@ -780,6 +837,7 @@ impl Core {
             direction: Direction::Playback,
             name,
             sink: index,
+            home: index,
             device: sink.name.clone(),
             spec,
             shared,
@@ -804,23 +862,20 @@ impl Core {
     ) -> Result<(Reply, Vec<OwnedFd>), WireError> {
         check_name(&name)?;
         let mut reg = self.reg();
-        let Some(source) = source else {
+        let Some(source) = source.or_else(|| self.default_source_name()) else {
             return Err(err(
                 ErrorKind::NotFound,
                 "the server has no default source; name one (e.g. default.monitor)",
             ));
         };
-        let index = source
-            .strip_suffix(MONITOR_SUFFIX)
-            .and_then(|sink| self.sinks.iter().position(|s| s.name == sink))
-            .ok_or_else(|| err(ErrorKind::NotFound, format!("no source named {source}")))?;
+        let (index, monitor) = self.find_source(&source)?;
         self.authorize(
             &mut reg,
             client,
             Action::Record,
             &Object::Source {
                 name: &source,
-                monitor: true,
+                monitor,
             },
         )?;
         self.check_quota(&reg, client)?;
@@ -863,6 +918,7 @@ impl Core {
             direction: Direction::Record,
             name,
             sink: index,
+            home: index,
             device: source,
             spec,
             shared,

@@ -30,7 +30,10 @@
 //!
 //! # Pacing
 //!
-//! Cycle `n` is due at `start + n * quantum * 1e9 / rate` ns (u128 arithmetic from `n`, so no
+//! With a backend whose clock is [`Clock::Device`] the loop does not sleep: the backend's
+//! `write` (sink) or `read` (source) waits for the device, and that wait is the engine's
+//! device wait. While such a device is unavailable, and for [`Clock::Timer`] backends,
+//! cycle `n` is due at `start + n * quantum * 1e9 / rate` ns (u128 arithmetic from `n`, so no
 //! drift). A cycle that is late by less than [`LATE_REBASE_NS`] runs at once, so small delays
 //! are caught up by running back to back; one later than that (a VM stall, a suspended
 //! process) counts in [`SinkShared::late_cycles`] and re-bases the clock instead of bursting.
@@ -45,6 +48,20 @@
 //! Gain ramps linearly per frame, across one cycle, from the stream's current gain to its
 //! target (volume, or 0 when muted); a new stream starts at its target.
 //!
+//! # Sources and device faults
+//!
+//! [`SinkHandle::spawn_source`] runs the same loop for a capture device: each cycle reads one
+//! quantum from the [`CaptureBackend`], decodes it to f32 and copies it into every record
+//! stream's ring exactly as the monitor path does; it takes no playback streams.
+//!
+//! A backend reports device faults as [`BackendError::Fault`]: xruns and suspends are counted
+//! in [`SinkShared`]; [`DeviceFault::Unavailable`] marks the device unavailable
+//! ([`SinkShared::available`]), wakes the control side through the notify eventfd (as retired
+//! streams do), and from then on the engine runs on its timer, writes nothing to the device
+//! (record streams are paused; playback streams keep being consumed, into nothing, until the
+//! core moves them) and asks [`Backend::poll_available`] once per cycle; when the device is
+//! back it says so the same way.
+//!
 //! Positions are kept by the engine, never read back from the peer: a stream's read (playback)
 //! or write (record) index is its [`StreamShared::frames`] counter, so a stream handed to
 //! another sink carries its position with it.
@@ -53,7 +70,7 @@ pub mod mix;
 pub mod rt;
 pub mod timer;
 
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, CaptureBackend, Clock, DeviceFault, DeviceReport};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use soundgate_proto::convert;
 use soundgate_proto::format::{SpecError, MAX_CHANNELS};
@@ -61,7 +78,9 @@ use soundgate_proto::ring::{readable, Ring, MAX_FRAME_BYTES};
 use soundgate_proto::wire::StreamId;
 use soundgate_proto::StreamSpec;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -291,6 +310,11 @@ pub struct SinkShared {
     last_cycle_ns: AtomicU64,
     backend_errors: AtomicU64,
     backend_dropped_bytes: AtomicU64,
+    xruns: AtomicU64,
+    suspends: AtomicU64,
+    unavailable: AtomicBool,
+    outages: AtomicU64,
+    last_errno: AtomicI32,
 }
 
 impl SinkShared {
@@ -327,6 +351,31 @@ impl SinkShared {
     /// Bytes the backend discarded because its consumer fell behind.
     pub fn backend_dropped_bytes(&self) -> u64 {
         self.backend_dropped_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Device over- or underruns the backend recovered from.
+    pub fn xruns(&self) -> u64 {
+        self.xruns.load(Ordering::Relaxed)
+    }
+
+    /// Times the device was suspended and resumed (or re-prepared).
+    pub fn suspends(&self) -> u64 {
+        self.suspends.load(Ordering::Relaxed)
+    }
+
+    /// Whether the device works (false after [`DeviceFault::Unavailable`] until it is back).
+    pub fn available(&self) -> bool {
+        !self.unavailable.load(Ordering::Acquire)
+    }
+
+    /// Times the device became unavailable.
+    pub fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Relaxed)
+    }
+
+    /// The errno of the last outage (0 if none).
+    pub fn last_errno(&self) -> i32 {
+        self.last_errno.load(Ordering::Relaxed)
     }
 }
 
@@ -397,6 +446,12 @@ pub enum EngineError {
         /// What is wrong.
         reason: String,
     },
+    /// A source takes no playback streams.
+    #[error("{sink} is a capture source; it takes no playback streams")]
+    NotASink {
+        /// Source name.
+        sink: String,
+    },
     /// The engine thread panicked.
     #[error("sink {sink}: the engine thread panicked")]
     Panicked {
@@ -422,7 +477,8 @@ enum Command {
 /// How the engine thread's `SCHED_FIFO` attempt went.
 enum SchedReport {
     NotRequested,
-    Fifo(i32),
+    /// Priority, and the RLIMIT_RTTIME guard (soft limit in µs, or why it is not set).
+    Fifo(i32, Result<u64, nix::errno::Errno>),
     Refused(i32, nix::errno::Errno),
 }
 
@@ -441,6 +497,9 @@ pub struct SinkHandle {
     shared: Arc<SinkShared>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), BackendError>>>,
+    source: bool,
+    clock: Clock,
+    report: DeviceReport,
 }
 
 impl std::fmt::Debug for SinkHandle {
@@ -452,6 +511,8 @@ impl std::fmt::Debug for SinkHandle {
             .field("max_streams", &self.max_streams)
             .field("live", &self.live.load(Ordering::Relaxed))
             .field("shared", &self.shared)
+            .field("source", &self.source)
+            .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
 }
@@ -465,6 +526,19 @@ impl SinkHandle {
     /// Checks the parameters, preallocates everything, starts the engine thread and waits for
     /// it to report its scheduling class (logged once here).
     pub fn spawn(params: SinkParams, backend: Box<dyn Backend>) -> Result<SinkHandle, EngineError> {
+        Self::spawn_io(params, Io::Out(backend))
+    }
+
+    /// Like [`SinkHandle::spawn`], for a capture source: its cycles read from `input` and feed
+    /// record streams; it takes no playback streams.
+    pub fn spawn_source(
+        params: SinkParams,
+        input: Box<dyn CaptureBackend>,
+    ) -> Result<SinkHandle, EngineError> {
+        Self::spawn_io(params, Io::In(input))
+    }
+
+    fn spawn_io(params: SinkParams, io: Io) -> Result<SinkHandle, EngineError> {
         let SinkParams {
             name,
             spec,
@@ -524,20 +598,39 @@ impl SinkHandle {
             },
             mix: vec![0.0f32; q * usize::from(spec.channels)],
             out: vec![0u8; q * spec.frame_bytes()],
-            backend,
+            available: true,
+            io,
+        };
+        let (source, clock, report) = match &engine.io {
+            Io::Out(b) => (false, b.clock(), b.report()),
+            Io::In(b) => (true, b.clock(), b.report()),
         };
         let (report_tx, report_rx) = mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             // A NUL in a thread name would make spawn panic; Linux keeps the first 15 bytes.
-            .name(format!("sg-sink-{}", name.replace('\0', "")))
+            .name(format!(
+                "sg-{}-{}",
+                if source { "src" } else { "sink" },
+                name.replace('\0', "")
+            ))
             .spawn(move || engine.run(rt_priority, report_tx));
         let thread = match thread {
             Ok(t) => t,
             Err(source) => return Err(EngineError::Spawn { sink: name, source }),
         };
         match report_rx.recv() {
-            Ok(SchedReport::Fifo(prio)) => {
-                tracing::info!(sink = %name, priority = prio, "sink engine runs with SCHED_FIFO");
+            Ok(SchedReport::Fifo(prio, Ok(us))) => {
+                tracing::info!(
+                    device = %name, priority = prio,
+                    "engine runs with SCHED_FIFO; RLIMIT_RTTIME {} ms, SIGXCPU demotes instead of killing",
+                    us / 1000
+                );
+            }
+            Ok(SchedReport::Fifo(prio, Err(e))) => {
+                tracing::warn!(
+                    device = %name, priority = prio,
+                    "engine runs with SCHED_FIFO but without an RLIMIT_RTTIME guard: {e}"
+                );
             }
             Ok(SchedReport::Refused(prio, errno)) => {
                 tracing::warn!(
@@ -564,7 +657,25 @@ impl SinkHandle {
             shared,
             stop,
             thread: Some(thread),
+            source,
+            clock,
+            report,
         })
+    }
+
+    /// Whether this is a capture source (no playback streams).
+    pub fn is_source(&self) -> bool {
+        self.source
+    }
+
+    /// What paces this device.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// What the backend negotiated with its device.
+    pub fn report(&self) -> &DeviceReport {
+        &self.report
     }
 
     fn refuse(&self, id: StreamId, reason: String) -> EngineError {
@@ -620,6 +731,11 @@ impl SinkHandle {
     /// at least one quantum and be mapped writable (the engine publishes its read index).
     /// It starts reading at `shared.frames()` (0 for a new stream).
     pub fn add_playback(&self, s: PlaybackStream) -> Result<(), EngineError> {
+        if self.source {
+            return Err(EngineError::NotASink {
+                sink: self.name.clone(),
+            });
+        }
         self.check_spec(s.id, &s.spec, &s.ring)?;
         if s.ring.capacity() < u64::from(self.quantum) {
             return Err(self.refuse(
@@ -787,7 +903,15 @@ struct Engine {
     mix: Vec<f32>,
     /// One quantum in the sink's format.
     out: Vec<u8>,
-    backend: Box<dyn Backend>,
+    /// Whether the device works (see the module doc on faults).
+    available: bool,
+    io: Io,
+}
+
+/// The device end of an engine.
+enum Io {
+    Out(Box<dyn Backend>),
+    In(Box<dyn CaptureBackend>),
 }
 
 /// Wakes a client: eventfd += 1. Non-blocking; a full counter (EAGAIN) already means "awake".
@@ -902,7 +1026,7 @@ impl Engine {
         let outcome = match rt_priority {
             None => SchedReport::NotRequested,
             Some(p) => match rt::set_fifo(p) {
-                Ok(()) => SchedReport::Fifo(p),
+                Ok(()) => SchedReport::Fifo(p, rt::guard_this_thread()),
                 Err(e) => SchedReport::Refused(p, e),
             },
         };
@@ -910,18 +1034,32 @@ impl Engine {
         drop(report);
         // ---- setup ends; the RT contract holds from here to the end of the loop ----
         let (quantum, rate) = (self.quantum as u32, self.spec.rate);
+        let device_clock = match &self.io {
+            Io::Out(b) => b.clock(),
+            Io::In(b) => b.clock(),
+        } == Clock::Device;
         let mut start = timer::now_ns();
         let mut n: u64 = 0;
+        let mut timer_paced = !device_clock;
         while !self.stop.load(Ordering::Acquire) {
-            let deadline = start.saturating_add(timer::cycle_offset_ns(n, quantum, rate));
-            let now = timer::now_ns();
-            match timer::pace(now, deadline, LATE_REBASE_NS) {
-                timer::Pace::Sleep => timer::sleep_until(deadline),
-                timer::Pace::CatchUp => {}
-                timer::Pace::Rebase => {
-                    self.shared.late_cycles.fetch_add(1, Ordering::Relaxed);
-                    start = now;
-                    n = 0;
+            let want_timer = !device_clock || !self.available;
+            if want_timer && !timer_paced {
+                // The device clock stopped (device unavailable): restart the timer from now.
+                start = timer::now_ns();
+                n = 0;
+            }
+            timer_paced = want_timer;
+            if timer_paced {
+                let deadline = start.saturating_add(timer::cycle_offset_ns(n, quantum, rate));
+                let now = timer::now_ns();
+                match timer::pace(now, deadline, LATE_REBASE_NS) {
+                    timer::Pace::Sleep => timer::sleep_until(deadline),
+                    timer::Pace::CatchUp => {}
+                    timer::Pace::Rebase => {
+                        self.shared.late_cycles.fetch_add(1, Ordering::Relaxed);
+                        start = now;
+                        n = 0;
+                    }
                 }
             }
             let t0 = timer::now_ns();
@@ -934,7 +1072,47 @@ impl Engine {
         }
         // ---- loop over: hand everything back, then finish the backend (may block) ----
         self.retire_all();
-        self.backend.finish()
+        rt::unguard_this_thread();
+        match &mut self.io {
+            Io::Out(b) => b.finish(),
+            Io::In(b) => b.finish(),
+        }
+    }
+
+    /// Counts a device fault; an outage marks the device unavailable and wakes the core.
+    fn fault(&mut self, res: Result<(), BackendError>) {
+        match res {
+            Ok(()) => {}
+            Err(BackendError::Fault(DeviceFault::Xrun)) => {
+                self.shared.xruns.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(BackendError::Fault(DeviceFault::Suspended)) => {
+                self.shared.suspends.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(BackendError::Fault(DeviceFault::Unavailable(errno))) => {
+                self.available = false;
+                self.shared.last_errno.store(errno, Ordering::Relaxed);
+                self.shared.outages.fetch_add(1, Ordering::Relaxed);
+                self.shared.unavailable.store(true, Ordering::Release);
+                self.notify_pending = true;
+            }
+            Err(_) => {
+                self.shared.backend_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// While unavailable: asks the backend whether the device is back.
+    fn poll_device(&mut self) {
+        let back = match &mut self.io {
+            Io::Out(b) => b.poll_available(),
+            Io::In(b) => b.poll_available(),
+        };
+        if back {
+            self.available = true;
+            self.shared.unavailable.store(false, Ordering::Release);
+            self.notify_pending = true;
+        }
     }
 
     fn retire(&mut self, r: Retired) {
@@ -1003,6 +1181,13 @@ impl Engine {
 
     fn cycle(&mut self) {
         self.drain_commands();
+        if !self.available {
+            self.poll_device();
+        }
+        if matches!(self.io, Io::In(_)) {
+            self.capture_cycle();
+            return;
+        }
         let (q, ch) = (self.quantum, self.sink_ch);
         self.mix.fill(0.0);
         let mut i = 0;
@@ -1025,12 +1210,51 @@ impl Engine {
         let peak = mix::clamp_peak(&mut self.mix);
         self.shared.peak.store(peak.to_bits(), Ordering::Relaxed);
         convert::encode_into(self.spec.format, &self.mix, &mut self.out);
-        if self.backend.write(&self.out).is_err() {
-            self.shared.backend_errors.fetch_add(1, Ordering::Relaxed);
+        if let (true, Io::Out(b)) = (self.available, &mut self.io) {
+            let res = b.write(&self.out);
+            let dropped = b.dropped_bytes();
+            self.fault(res);
+            self.shared
+                .backend_dropped_bytes
+                .store(dropped, Ordering::Relaxed);
         }
-        self.shared
-            .backend_dropped_bytes
-            .store(self.backend.dropped_bytes(), Ordering::Relaxed);
+        for slot in &mut self.record {
+            capture(slot, q, ch, peak, &mut self.scratch, &self.mix);
+        }
+        self.flush_retired();
+    }
+
+    /// A source's cycle: read one quantum, decode it, feed the record streams. Nothing is
+    /// written to the record streams while the device is unavailable (they pause).
+    fn capture_cycle(&mut self) {
+        let (q, ch) = (self.quantum, self.sink_ch);
+        if !self.available {
+            self.shared.peak.store(0f32.to_bits(), Ordering::Relaxed);
+            self.flush_retired();
+            return;
+        }
+        let res = match &mut self.io {
+            Io::In(b) => {
+                let res = b.read(&mut self.out);
+                let dropped = b.dropped_bytes();
+                self.shared
+                    .backend_dropped_bytes
+                    .store(dropped, Ordering::Relaxed);
+                res
+            }
+            Io::Out(_) => Ok(()),
+        };
+        self.fault(res);
+        if !self.available {
+            self.flush_retired();
+            return;
+        }
+        convert::decode_into(self.spec.format, &self.out, &mut self.mix);
+        let peak = self
+            .mix
+            .iter()
+            .fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+        self.shared.peak.store(peak.to_bits(), Ordering::Relaxed);
         for slot in &mut self.record {
             capture(slot, q, ch, peak, &mut self.scratch, &self.mix);
         }

@@ -3,6 +3,7 @@
 //! generous timeout.
 
 use super::*;
+use crate::backend::{Clock, DeviceFault};
 use soundgate_proto::ring::{ring_bytes, Ring};
 use soundgate_proto::shm::{create_read_only_for_peer, create_sealed, Mapping};
 use soundgate_proto::SampleFormat;
@@ -624,5 +625,80 @@ fn spawn_validates_and_survives_a_refused_rt_priority() {
     assert_eq!(h.spec(), f32s);
     assert!(h.shared().max_cycle_ns() > 0);
     assert_eq!(h.shared().backend_errors(), 0);
+    h.shutdown().unwrap();
+}
+
+/// A stand-in for a device that brings its own clock: `write` blocks until the test hands it
+/// a token (the "period elapsed" interrupt), or fails as the test says.
+struct ClockedDevice {
+    tokens: mpsc::Receiver<()>,
+    gone: Arc<AtomicBool>,
+}
+
+impl Backend for ClockedDevice {
+    fn write(&mut self, _data: &[u8]) -> Result<(), BackendError> {
+        if self.gone.load(Ordering::Acquire) {
+            return Err(BackendError::Fault(DeviceFault::Unavailable(libc::ENODEV)));
+        }
+        // Bounded, so that a failed test cannot leave the engine blocked forever.
+        let _ = self.tokens.recv_timeout(Duration::from_secs(2));
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn name(&self) -> &'static str {
+        "clocked"
+    }
+    fn clock(&self) -> Clock {
+        Clock::Device
+    }
+    fn poll_available(&mut self) -> bool {
+        !self.gone.load(Ordering::Acquire)
+    }
+}
+
+#[test]
+fn device_clock_paces_the_engine_and_an_outage_falls_back_to_the_timer() {
+    let (tx, rx) = mpsc::channel();
+    let gone = Arc::new(AtomicBool::new(false));
+    let dev = ClockedDevice {
+        tokens: rx,
+        gone: Arc::clone(&gone),
+    };
+    let h = SinkHandle::spawn(
+        params("clocked", spec(SampleFormat::F32Le, 2), 4),
+        Box::new(dev),
+    )
+    .unwrap();
+    assert_eq!(h.clock(), Clock::Device);
+    // The engine runs exactly as many cycles as the device allows: no timer of its own.
+    for _ in 0..5 {
+        tx.send(()).unwrap();
+    }
+    wait_for("5 device-paced cycles", || h.shared().cycles() >= 5);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(h.shared().cycles(), 5, "the engine ran without the device");
+    assert!(h.shared().available());
+
+    // Outage: the engine says so through the notify fd and runs on its timer meanwhile.
+    gone.store(true, Ordering::Release);
+    tx.send(()).unwrap(); // release the write blocked now; the next one fails
+    wait_for("the outage", || !h.shared().available());
+    wait_for("the outage's wake-up", || notify_readable(&h));
+    assert_eq!(h.shared().outages(), 1);
+    assert_eq!(h.shared().last_errno(), libc::ENODEV);
+    let c = h.shared().cycles();
+    wait_for("timer-paced cycles during the outage", || {
+        h.shared().cycles() > c + 10
+    });
+    drop(h.collect_retired());
+
+    // The device is back: available again, paced by the device again.
+    gone.store(false, Ordering::Release);
+    wait_for("the device to come back", || h.shared().available());
+    tx.send(()).unwrap(); // the period that ends the first device-paced cycle
+    wait_for("the comeback's wake-up", || notify_readable(&h));
+    drop(tx);
     h.shutdown().unwrap();
 }
