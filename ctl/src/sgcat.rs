@@ -233,7 +233,14 @@ fn connect(args: &Args) -> Result<Client> {
     let path = client::server_path(args.server.as_deref());
     tracing::debug!("connecting to {}", path.display());
     // The library's error already names the socket.
-    Ok(Client::connect(&path, CLIENT_NAME)?)
+    let client = Client::connect(&path, CLIENT_NAME)?;
+    if !args.quiet {
+        // A request that needs consent waits for a prompt agent's answer: say so, once.
+        client.on_permission_pending(|prompt| {
+            eprintln!("sgcat: waiting for permission… (prompt {prompt})");
+        });
+    }
+    Ok(client)
 }
 
 fn playback(args: &Args) -> Result<()> {

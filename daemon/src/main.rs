@@ -5,7 +5,30 @@ use clap::Parser;
 use soundgated::cli::Args;
 use soundgated::config::Config;
 use soundgated::core::Core;
-use soundgated::transport;
+use soundgated::transport::{self, AdminAccess, Socket};
+
+/// The group whose members may use the admin socket (besides root).
+const ADMIN_GROUP: &str = "soundgate-admin";
+
+/// Resolves the admin group; a system without it has root as the only administrator.
+fn admin_access(group: &str) -> AdminAccess {
+    let gid = match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Some(g.gid.as_raw()),
+        Ok(None) => {
+            tracing::info!("no group {group}: only root may use the admin socket");
+            None
+        }
+        Err(e) => {
+            tracing::warn!("looking up group {group}: {e}; only root may use the admin socket");
+            None
+        }
+    };
+    AdminAccess {
+        gid,
+        group_name: group.to_string(),
+        uids: Vec::new(),
+    }
+}
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
@@ -70,7 +93,11 @@ fn run(args: Args) -> Result<()> {
     if config.sinks.is_empty() {
         bail!("the configuration declares no sink");
     }
-    let core = Arc::new(Core::new(&config).context("starting sinks")?);
+    let mut core = Core::new(&config).context("starting sinks")?;
+    let timeout = std::time::Duration::from_secs(config.prompts.timeout_secs);
+    core.open_state(&paths.state_dir, timeout)
+        .with_context(|| format!("opening the state in {}", paths.state_dir.display()))?;
+    let core = Arc::new(core);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -78,11 +105,20 @@ fn run(args: Args) -> Result<()> {
         .build()
         .context("starting the I/O runtime")?;
     let native = paths.runtime_dir.join("native");
+    let admin = paths.runtime_dir.join("admin");
+    let access = admin_access(ADMIN_GROUP);
     let result = rt.block_on(async {
         let listener = transport::bind(&native, 0o666)?;
+        let admin_listener = transport::bind(&admin, 0o660)?;
+        if let Some(gid) = access.gid {
+            nix::unistd::chown(&admin, None, Some(nix::unistd::Gid::from_raw(gid)))
+                .with_context(|| format!("giving {} to group {ADMIN_GROUP}", admin.display()))?;
+        }
         transport::spawn_housekeeping(&core).context("watching sinks")?;
-        tracing::info!(socket = %native.display(), "soundgated ready");
-        let serve = tokio::spawn(transport::serve_native(Arc::clone(&core), listener));
+        tracing::info!(socket = %native.display(), admin = %admin.display(), "soundgated ready");
+        let serve = tokio::spawn(transport::serve(Arc::clone(&core), listener, Socket::Native));
+        let serve_admin =
+            tokio::spawn(transport::serve(Arc::clone(&core), admin_listener, Socket::Admin(access)));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing SIGTERM handler")?;
         tokio::select! {
@@ -90,9 +126,11 @@ fn run(args: Args) -> Result<()> {
             r = tokio::signal::ctrl_c() => { r.context("waiting for SIGINT")?; tracing::info!("SIGINT: shutting down") }
         }
         serve.abort();
+        serve_admin.abort();
         anyhow::Ok(())
     });
     let _ = std::fs::remove_file(&native);
+    let _ = std::fs::remove_file(&admin);
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     match Arc::try_unwrap(core) {
         Ok(core) => core.shutdown(),

@@ -105,11 +105,15 @@ impl ClientError {
     }
 }
 
+/// Called with the prompt id when a request waits for the user's consent.
+type PendingHook = Box<dyn Fn(u64) + Send>;
+
 struct Conn {
     sock: SeqPacket,
     next_id: u32,
     events: VecDeque<Event>,
     buf: Vec<u8>,
+    on_pending: Option<PendingHook>,
 }
 
 impl Conn {
@@ -139,6 +143,14 @@ impl Conn {
         loop {
             let got = self.sock.recv(&mut self.buf)?;
             let msg: ServerMsg = wire::decode(&self.buf[..got.len])?;
+            if let ServerMsg::Event(Event::PermissionPending { request, prompt }) = &msg {
+                if *request == id {
+                    if let Some(hook) = &self.on_pending {
+                        hook(*prompt);
+                    }
+                    continue;
+                }
+            }
             if let Some((rid, result)) = self.dispatch(msg) {
                 if rid != id {
                     return Err(ClientError::Protocol(format!(
@@ -210,6 +222,7 @@ impl Client {
             next_id: 0,
             events: VecDeque::new(),
             buf: recv_buffer(),
+            on_pending: None,
         };
         let hello = Request::Hello {
             version: PROTOCOL_VERSION,
@@ -231,6 +244,12 @@ impl Client {
         // A panic while holding the lock leaves the connection usable: the protocol state lives
         // in the kernel's datagram boundaries, not in the guarded struct.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Calls `hook` with the prompt id whenever a request of this client waits for a user's
+    /// consent (the reply then comes once the prompt is answered or times out).
+    pub fn on_permission_pending(&self, hook: impl Fn(u64) + Send + 'static) {
+        self.lock().on_pending = Some(Box::new(hook));
     }
 
     /// The id the server gave this connection.

@@ -272,14 +272,30 @@ mod async_impl {
             })
         }
 
-        /// Receives one message.
+        /// Receives one message. Tries the socket before waiting, so a datagram that arrived
+        /// while readiness was cleared by [`AsyncSeqPacket::closed`] is not stranded.
         pub async fn recv(&self, buf: &mut [u8]) -> Result<Received, SockError> {
             loop {
-                let mut guard = self.fd.readable().await.map_err(io_err("recv"))?;
                 match recv_raw(self.fd.get_ref().as_raw_fd(), buf, MsgFlags::empty()) {
-                    Err(SockError::WouldBlock) => guard.clear_ready(),
+                    Err(SockError::WouldBlock) => {}
                     other => return other,
                 }
+                let mut guard = self.fd.readable().await.map_err(io_err("recv"))?;
+                guard.clear_ready();
+            }
+        }
+
+        /// Resolves when the peer hangs up, without consuming any datagram it sent meanwhile.
+        pub async fn closed(&self) {
+            loop {
+                let Ok(mut guard) = self.fd.ready(Interest::READABLE).await else {
+                    return;
+                };
+                if guard.ready().is_read_closed() {
+                    return;
+                }
+                // Readable with data only: wait for the next edge (more data, or the hang-up).
+                guard.clear_ready();
             }
         }
 

@@ -72,6 +72,27 @@ impl Daemon {
         Self::start_with(dir, None)
     }
 
+    /// Stops the daemon (SIGTERM) and starts it again on the same dirs and config, as after
+    /// a reboot: state on disk must carry over.
+    pub fn restart(self) -> Daemon {
+        let mut me = self;
+        me.stop();
+        let dir = std::mem::replace(&mut me.dir, tempfile::tempdir().expect("tempdir"));
+        let config = me.config.clone();
+        drop(me);
+        Self::start_with(dir, Some(config))
+    }
+
+    /// The admin socket.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.runtime.join("admin")
+    }
+
+    /// A library client on the admin socket (the tests run as root, an administrator).
+    pub fn admin(&self, name: &str) -> Client {
+        Client::connect(&self.admin_socket(), name).expect("connect to the admin socket")
+    }
+
     fn start_with(dir: tempfile::TempDir, config: Option<PathBuf>) -> Daemon {
         let d = dir.path().to_path_buf();
         let runtime = d.join("run");

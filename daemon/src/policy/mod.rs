@@ -74,11 +74,13 @@ pub enum Action {
     DeviceVolume,
     /// Create or remove devices.
     ManageDevices,
+    /// Answer prompts, list and revoke grants (prompt agents, administrators).
+    ManageConsent,
 }
 
 impl Action {
     /// Every action, in declaration order.
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::Play,
         Action::Record,
         Action::ControlStream,
@@ -88,6 +90,7 @@ impl Action {
         Action::SetDefault,
         Action::DeviceVolume,
         Action::ManageDevices,
+        Action::ManageConsent,
     ];
 
     /// The kebab-case name used in the config file and in audit logs.
@@ -102,6 +105,7 @@ impl Action {
             Action::SetDefault => "set-default",
             Action::DeviceVolume => "device-volume",
             Action::ManageDevices => "manage-devices",
+            Action::ManageConsent => "manage-consent",
         }
     }
 }
@@ -386,7 +390,11 @@ fn default_decision(subject: &Subject, action: Action, object: &Object<'_>) -> D
             Decision::Deny(format!("{} needs a grant", doing(action, object)))
         }
         (
-            Action::Suspend | Action::SetDefault | Action::DeviceVolume | Action::ManageDevices,
+            Action::Suspend
+            | Action::SetDefault
+            | Action::DeviceVolume
+            | Action::ManageDevices
+            | Action::ManageConsent,
             _,
         ) => admin_only(subject, action, object),
         (Action::Play | Action::Record, _) => {
@@ -419,6 +427,7 @@ fn doing(action: Action, object: &Object<'_>) -> String {
         (Action::DeviceVolume, o) => format!("setting the volume of {o}"),
         (Action::ManageDevices, Object::Server) => "creating or removing devices".to_string(),
         (Action::ManageDevices, o) => format!("creating or removing {o}"),
+        (Action::ManageConsent, _) => "answering prompts and managing grants".to_string(),
     }
 }
 

@@ -7,11 +7,12 @@
 //! a `protocol` error reply and ends that connection; nothing a client sends can reach another
 //! client's task.
 
-use crate::core::{Core, EVENT_QUEUE};
+use crate::core::{Core, Handled, Outcome, Parked, EVENT_QUEUE};
 use crate::identity;
 use soundgate_proto::sock::{self, recv_buffer, AsyncSeqPacket, SeqPacketListener, SockError};
 use soundgate_proto::wire::{
-    self, ClientMsg, ErrorKind, Reply, Request, ServerMsg, WireError, PROTOCOL_VERSION,
+    self, ClientId, ClientMsg, ErrorKind, Event, Reply, Request, ServerMsg, WireError,
+    PROTOCOL_VERSION,
 };
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -65,17 +66,48 @@ pub fn bind(path: &Path, mode: u32) -> Result<SeqPacketListener, TransportError>
     Ok(listener)
 }
 
+/// Which socket a connection came in on.
+#[derive(Debug, Clone)]
+pub enum Socket {
+    /// Applications (mode 0666).
+    Native,
+    /// The privileged control plane: only peers that [`AdminAccess::permits`].
+    Admin(AdminAccess),
+}
+
+/// Who may use the admin socket: root, members of `gid`, and the listed uids. Checked on every
+/// accept, whatever the socket file's mode says.
+#[derive(Debug, Clone, Default)]
+pub struct AdminAccess {
+    /// The admin group, if it exists on this system.
+    pub gid: Option<u32>,
+    /// Its name, for messages.
+    pub group_name: String,
+    /// Further uids allowed.
+    pub uids: Vec<u32>,
+}
+
+impl AdminAccess {
+    /// Whether a peer with these credentials is an administrator.
+    pub fn permits(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {
+        uid == 0
+            || self.uids.contains(&uid)
+            || self.gid.is_some_and(|g| g == gid || groups.contains(&g))
+    }
+}
+
 /// Accepts connections forever, one task each.
-pub async fn serve_native(core: Arc<Core>, listener: SeqPacketListener) {
+pub async fn serve(core: Arc<Core>, listener: SeqPacketListener, socket: Socket) {
     loop {
         match listener.accept().await {
             Ok(conn) => {
                 let core = Arc::clone(&core);
-                tokio::spawn(async move { serve_connection(core, conn).await });
+                let socket = socket.clone();
+                tokio::spawn(async move { serve_connection(core, conn, socket).await });
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!("accept on the native socket: {e}");
+                tracing::warn!("accept: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -146,19 +178,33 @@ async fn read_request(
     }
 }
 
-async fn serve_connection(core: Arc<Core>, conn: AsyncSeqPacket) {
+async fn serve_connection(core: Arc<Core>, conn: AsyncSeqPacket, socket: Socket) {
     let identity = match identity::identify_peer(conn.as_fd()) {
         Ok(i) => i,
         Err(e) => {
             tracing::warn!("refusing a connection whose peer cannot be identified: {e}");
-            reply_error(
-                &conn,
-                0,
-                ErrorKind::Denied,
-                format!("cannot identify you: {e}"),
-            )
-            .await;
+            let msg = format!("cannot identify you: {e}");
+            reply_error(&conn, 0, ErrorKind::Denied, msg).await;
             return;
+        }
+    };
+    let admin = match &socket {
+        Socket::Native => false,
+        Socket::Admin(access) => {
+            if !access.permits(identity.uid, identity.gid, &identity.groups) {
+                tracing::warn!(
+                    pid = identity.pid,
+                    uid = identity.uid,
+                    "refused on the admin socket"
+                );
+                let msg = format!(
+                    "the admin socket is for root and members of group {}",
+                    access.group_name
+                );
+                reply_error(&conn, 0, ErrorKind::Denied, msg).await;
+                return;
+            }
+            true
         }
     };
     let peer = format!("pid {} uid {}", identity.pid, identity.uid);
@@ -178,29 +224,16 @@ async fn serve_connection(core: Arc<Core>, conn: AsyncSeqPacket) {
             return;
         }
         _ => {
-            reply_error(
-                &conn,
-                first.id,
-                ErrorKind::Protocol,
-                "the first request must be Hello".into(),
-            )
-            .await;
+            let msg = "the first request must be Hello".to_string();
+            reply_error(&conn, first.id, ErrorKind::Protocol, msg).await;
             return;
         }
     };
     let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
-    let client = match core.connect(identity, &name, tx) {
+    let client = match core.connect(identity, &name, tx, admin) {
         Ok(c) => c,
         Err(e) => {
-            let _ = send(
-                &conn,
-                &ServerMsg::Reply {
-                    id: first.id,
-                    result: Err(e),
-                },
-                &[],
-            )
-            .await;
+            reply_error(&conn, first.id, e.kind, e.message).await;
             return;
         }
     };
@@ -209,7 +242,7 @@ async fn serve_connection(core: Arc<Core>, conn: AsyncSeqPacket) {
         server: "soundgated".into(),
         client,
     };
-    if send(
+    let mut up = send(
         &conn,
         &ServerMsg::Reply {
             id: first.id,
@@ -218,30 +251,59 @@ async fn serve_connection(core: Arc<Core>, conn: AsyncSeqPacket) {
         &[],
     )
     .await
-    .is_ok()
-    {
-        loop {
-            tokio::select! {
-                req = read_request(&conn, &mut buf, &peer) => {
-                    let Some((msg, fds)) = req else { break };
-                    let out = core.handle(client, msg.req, fds);
-                    let reply = ServerMsg::Reply { id: msg.id, result: out.result };
-                    if send(&conn, &reply, &out.fds).await.is_err() {
-                        break;
+    .is_ok();
+    while up {
+        tokio::select! {
+            req = read_request(&conn, &mut buf, &peer) => {
+                let Some((msg, fds)) = req else { break };
+                let out = match core.handle(client, msg.req, fds) {
+                    Handled::Done(out) => Some(out),
+                    Handled::Ask(parked) => {
+                        let pending = Event::PermissionPending { request: msg.id, prompt: parked.prompt() };
+                        up = send(&conn, &ServerMsg::Event(pending), &[]).await.is_ok();
+                        if up {
+                            wait_for_consent(&core, client, &conn, &mut events, parked).await
+                        } else {
+                            None
+                        }
                     }
-                }
-                ev = events.recv() => {
-                    // `None`: the core dropped our queue (we fell behind); hang up.
-                    let Some(ev) = ev else { break };
-                    if send(&conn, &ev, &[]).await.is_err() {
-                        break;
-                    }
-                }
+                };
+                let Some(out) = out else { break };
+                let reply = ServerMsg::Reply { id: msg.id, result: out.result };
+                up = send(&conn, &reply, &out.fds).await.is_ok();
+            }
+            ev = events.recv() => {
+                // `None`: the core dropped our queue (we fell behind); hang up.
+                let Some(ev) = ev else { break };
+                up = send(&conn, &ev, &[]).await.is_ok();
             }
         }
     }
     core.disconnect(client);
     tracing::trace!(fd = conn.as_fd().as_raw_fd(), "connection task ends");
+}
+
+/// Waits for the answer to a parked request while still delivering the client's events;
+/// `None` if the client hung up meanwhile (its prompt is cancelled when it disconnects).
+async fn wait_for_consent(
+    core: &Core,
+    client: ClientId,
+    conn: &AsyncSeqPacket,
+    events: &mut mpsc::Receiver<ServerMsg>,
+    parked: Parked,
+) -> Option<Outcome> {
+    let (wait, parked) = parked.split();
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            outcome = &mut wait => return Some(core.resume(client, parked, outcome)),
+            _ = conn.closed() => return None,
+            ev = events.recv() => {
+                let ev = ev?;
+                send(conn, &ev, &[]).await.ok()?;
+            }
+        }
+    }
 }
 
 /// Watches each sink's notify eventfd and lets the core reap what the engine retired; reports

@@ -1,0 +1,628 @@
+//! Consent: grants, prompts and the audit trail, as the core uses them.
+//!
+//! Every check goes through [`Core::decide`]: the policy (config rules, then defaults) gives a
+//! decision; a rule's allow or deny is final, and so is a default allow. What is left — an
+//! `ask`, or a default deny on a device (recording a monitor) — a grant can settle: the most
+//! specific of a once/session grant of this client, then an always grant of this uid and app.
+//! An `ask` nobody has settled becomes a prompt: [`Core::handle`] parks the request, every
+//! prompt agent is told, and the connection's task waits (blocking no one) for the first
+//! answer or the timeout before [`Core::resume`] finishes the request. Answers become grants
+//! of their scope. Every decision is appended to the audit log.
+//!
+//! Lock order: the registry, then [`Consents`]; neither is held across an await.
+
+use super::grants::{GrantNew, GrantScope, GrantStore};
+use super::prompts::{Answer, Outcome as PromptOutcome, PromptBroker, PromptRequest};
+use super::{err, Core, Outcome, MONITOR_SUFFIX};
+use crate::core::audit::{self, AuditLog, AuditRecord, AuditSubject};
+use crate::policy::{Action, Decision, Object, Subject};
+use soundgate_proto::wire::{
+    ClientId, Direction, ErrorKind, Event, GrantInfo, PromptAnswer, PromptInfo, Reply, Request,
+    WireError,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::MutexGuard;
+use std::time::Duration;
+
+/// Audit log size before it rotates, and how many old files are kept.
+const AUDIT_MAX_BYTES: u64 = 4 << 20;
+const AUDIT_KEEP: usize = 4;
+
+/// What a prompt asks, kept until it is answered.
+#[derive(Debug, Clone)]
+struct Ask {
+    client: ClientId,
+    uid: u32,
+    app_id: String,
+    action: Action,
+    target: String,
+}
+
+/// Grants, prompts and the audit log.
+#[derive(Debug)]
+pub(super) struct Consents {
+    grants: GrantStore,
+    audit: Option<AuditLog>,
+    broker: PromptBroker,
+    /// Open prompts.
+    asks: BTreeMap<u64, Ask>,
+    /// Set by `decide` when a check of `client` ended in `ask`; taken by `handle`.
+    wanted: HashMap<ClientId, (Action, String)>,
+    /// Connections subscribed as prompt agents.
+    agents: BTreeSet<ClientId>,
+}
+
+impl Consents {
+    /// Grants from `state_dir` (none, kept in memory only, without one), the audit log there.
+    pub(super) fn open(state_dir: Option<&Path>, timeout: Duration) -> Result<Consents, String> {
+        let (grants, audit) = match state_dir {
+            Some(dir) => {
+                let grants = GrantStore::open(dir).map_err(|e| e.to_string())?;
+                let audit = AuditLog::open(&dir.join("audit.log"), AUDIT_MAX_BYTES, AUDIT_KEEP)
+                    .map_err(|e| e.to_string())?;
+                (grants, Some(audit))
+            }
+            None => (GrantStore::in_memory(), None),
+        };
+        Ok(Consents {
+            grants,
+            audit,
+            broker: PromptBroker::new(timeout),
+            asks: BTreeMap::new(),
+            wanted: HashMap::new(),
+            agents: BTreeSet::new(),
+        })
+    }
+
+    fn audit(&mut self, s: &Subject, pid: i32, note: Note<'_>) {
+        let Some(log) = self.audit.as_mut() else {
+            return;
+        };
+        let rec = AuditRecord {
+            time: audit::rfc3339_now(),
+            subject: AuditSubject {
+                client: s.client,
+                pid,
+                uid: s.uid,
+                app_id: &s.app_id,
+            },
+            action: note.action,
+            object: note.object,
+            decision: note.decision,
+            reason: note.reason,
+            by: note.by,
+        };
+        if let Err(e) = log.append(&rec) {
+            tracing::error!("audit log: {e}");
+        }
+    }
+}
+
+/// What an audit line says beyond its subject.
+struct Note<'a> {
+    action: &'a str,
+    object: &'a str,
+    decision: &'a str,
+    reason: Option<&'a str>,
+    by: &'a str,
+}
+
+/// The future a parked request waits on.
+pub type Wait = Pin<Box<dyn Future<Output = PromptOutcome> + Send>>;
+
+/// What [`Core::handle`] returns.
+#[derive(Debug)]
+pub enum Handled {
+    /// The request is done: send this reply.
+    Done(Outcome),
+    /// The request waits for consent: tell the client, await [`Parked::split`]'s future, then
+    /// call [`Core::resume`].
+    Ask(Parked),
+}
+
+/// A request waiting for a prompt's answer.
+pub struct Parked {
+    wait: Wait,
+    request: ParkedRequest,
+}
+
+impl std::fmt::Debug for Parked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parked")
+            .field("prompt", &self.request.prompt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The request itself, kept while its prompt is open.
+#[derive(Debug)]
+pub struct ParkedRequest {
+    prompt: u64,
+    req: Request,
+    fds: Vec<OwnedFd>,
+}
+
+impl Parked {
+    /// The prompt's id.
+    pub fn prompt(&self) -> u64 {
+        self.request.prompt
+    }
+
+    /// The future to await, and the request to hand back to [`Core::resume`].
+    pub fn split(self) -> (Wait, ParkedRequest) {
+        (self.wait, self.request)
+    }
+}
+
+fn wire_answer(a: PromptAnswer) -> Answer {
+    match a {
+        PromptAnswer::AllowOnce => Answer::AllowOnce,
+        PromptAnswer::AllowSession => Answer::AllowSession,
+        PromptAnswer::AllowAlways => Answer::AllowAlways,
+        PromptAnswer::DenyOnce => Answer::DenyOnce,
+        PromptAnswer::DenyAlways => Answer::DenyAlways,
+    }
+}
+
+fn describe_outcome(o: &PromptOutcome) -> String {
+    match o {
+        PromptOutcome::Answered { answer, by } => format!("answered {answer} by {by}"),
+        PromptOutcome::TimedOut => "timed out".to_string(),
+        PromptOutcome::Cancelled => "cancelled".to_string(),
+    }
+}
+
+impl Core {
+    pub(super) fn consents(&self) -> MutexGuard<'_, Consents> {
+        self.consent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The decision for `subject` doing `action` to `object`: policy, then grants (see the
+    /// module doc), audited. An `ask` is remembered for [`Core::handle`] to raise a prompt when
+    /// an agent can answer one.
+    pub(super) fn decide(
+        &self,
+        subject: &Subject,
+        pid: i32,
+        action: Action,
+        object: &Object<'_>,
+    ) -> (Decision, String) {
+        let (mut decision, rule) = self.policy.check_explained(subject, action, object);
+        let mut by = match rule {
+            Some(r) => format!("rule {}", r.origin),
+            None => "default".to_string(),
+        };
+        let device = match object {
+            Object::Sink { name } | Object::Source { name, .. } => Some(*name),
+            Object::Stream { .. } | Object::Server => None,
+        };
+        let open = match (&decision, rule) {
+            (Decision::Allow, _) | (Decision::Deny(_), Some(_)) => false,
+            (Decision::Deny(_), None) | (Decision::Ask, _) => device.is_some(),
+        };
+        let mut c = self.consents();
+        if let (true, Some(target)) = (open, device) {
+            if let Some(g) = c.grants.lookup(subject, action, target) {
+                let (id, allow, once) = (g.id, g.allow, g.scope == GrantScope::Once);
+                decision = if allow {
+                    Decision::Allow
+                } else {
+                    Decision::Deny(format!(
+                        "{action} on {object} was refused for this app by grant {id}",
+                        action = action.name()
+                    ))
+                };
+                by = format!("grant {id}");
+                if once {
+                    c.grants.consume_once(id);
+                }
+            }
+        }
+        let object_text = object.to_string();
+        let (word, reason) = match &decision {
+            Decision::Allow => ("allow", None),
+            Decision::Deny(r) => ("deny", Some(r.as_str())),
+            Decision::Ask => ("ask", None),
+        };
+        c.audit(
+            subject,
+            pid,
+            Note {
+                action: action.name(),
+                object: &object_text,
+                decision: word,
+                reason,
+                by: &by,
+            },
+        );
+        if decision == Decision::Ask {
+            if let Some(target) = device {
+                c.wanted
+                    .insert(subject.client, (action, target.to_string()));
+            }
+        }
+        (decision, by)
+    }
+
+    /// Whether any prompt agent is connected.
+    pub(super) fn has_agents(&self) -> bool {
+        !self.consents().agents.is_empty()
+    }
+
+    /// Handles one request from `client`. Fds sent with it are consumed (closed on return).
+    pub fn handle(&self, client: ClientId, req: Request, fds: Vec<OwnedFd>) -> Handled {
+        // Kept in case the request has to wait for consent and run again.
+        let again = (
+            req.clone(),
+            fds.iter()
+                .filter_map(|f| f.try_clone().ok())
+                .collect::<Vec<_>>(),
+        );
+        let out = self.dispatch(client, req, fds);
+        let wanted = self.consents().wanted.remove(&client);
+        let Some((action, target)) = wanted else {
+            return Handled::Done(out);
+        };
+        if out.result.is_ok() || !self.has_agents() {
+            return Handled::Done(out);
+        }
+        let mut reg = self.reg();
+        let Some(c) = reg.clients.get(&client) else {
+            return Handled::Done(out);
+        };
+        let label = match &again.0 {
+            Request::CreateRecord { name, .. } | Request::CreatePlayback { name, .. }
+                if !name.is_empty() =>
+            {
+                name.clone()
+            }
+            _ => c.label.clone(),
+        };
+        let id = &c.identity;
+        let exe = id.app.id.strip_prefix("exe:").map(str::to_string);
+        let request = PromptRequest {
+            client,
+            pid: id.pid,
+            uid: id.uid,
+            user: id.user.clone(),
+            app_id: id.app.id.clone(),
+            app_source: id.app.source.name().to_string(),
+            exe,
+            label,
+            action,
+            target: target.clone(),
+        };
+        let (subject, pid) = (c.subject.clone(), id.pid);
+        let mut cs = self.consents();
+        let (prompt, wait) = cs.broker.ask(request);
+        cs.asks.insert(
+            prompt,
+            Ask {
+                client,
+                uid: subject.uid,
+                app_id: subject.app_id.clone(),
+                action,
+                target: target.clone(),
+            },
+        );
+        let info = cs.broker.pending().into_iter().find(|p| p.id == prompt);
+        let agents: Vec<ClientId> = cs.agents.iter().copied().collect();
+        let by = format!("prompt {prompt}");
+        cs.audit(
+            &subject,
+            pid,
+            Note {
+                action: action.name(),
+                object: &target,
+                decision: "prompt",
+                reason: None,
+                by: &by,
+            },
+        );
+        drop(cs);
+        if let Some(info) = info {
+            let ev = Event::Prompt(to_wire(&info));
+            for a in agents {
+                Self::send_event(&mut reg, a, ev.clone());
+            }
+        }
+        tracing::info!(client, prompt, action = action.name(), %target, "waiting for consent");
+        Handled::Ask(Parked {
+            wait: Box::pin(wait),
+            request: ParkedRequest {
+                prompt,
+                req: again.0,
+                fds: again.1,
+            },
+        })
+    }
+
+    /// Finishes a parked request once its prompt has ended.
+    pub fn resume(
+        &self,
+        client: ClientId,
+        parked: ParkedRequest,
+        outcome: PromptOutcome,
+    ) -> Outcome {
+        let ask = self.consents().asks.remove(&parked.prompt);
+        if !matches!(outcome, PromptOutcome::Answered { .. }) {
+            // Answers were announced by `answer_prompt`; timeouts are announced here.
+            self.announce_resolved(parked.prompt, &outcome);
+        }
+        let what = ask.map_or_else(
+            || "this request".to_string(),
+            |a| format!("{} {}", a.action.name(), a.target),
+        );
+        match outcome {
+            PromptOutcome::Answered { answer, .. } if answer.allows() => {
+                // The answer's grant is in place: the request now passes.
+                let out = self.dispatch(client, parked.req, parked.fds);
+                self.consents().wanted.remove(&client);
+                out
+            }
+            PromptOutcome::Answered { answer, by } => Err(err(
+                ErrorKind::Denied,
+                format!("{what} was refused ({answer} by {by})"),
+            ))
+            .into(),
+            PromptOutcome::TimedOut => {
+                let secs = self.consents().broker.timeout().as_secs();
+                Err(err(
+                    ErrorKind::Denied,
+                    format!("{what}: no answer to the permission prompt within {secs} s"),
+                ))
+                .into()
+            }
+            PromptOutcome::Cancelled => Err(err(
+                ErrorKind::Denied,
+                format!("{what}: the permission prompt was cancelled"),
+            ))
+            .into(),
+        }
+    }
+
+    fn announce_resolved(&self, prompt: u64, outcome: &PromptOutcome) {
+        let mut reg = self.reg();
+        let agents: Vec<ClientId> = self.consents().agents.iter().copied().collect();
+        let ev = Event::PromptResolved {
+            prompt,
+            outcome: describe_outcome(outcome),
+        };
+        for a in agents {
+            Self::send_event(&mut reg, a, ev.clone());
+        }
+    }
+
+    /// Forgets a client's session grants, prompts and agent subscription.
+    pub(super) fn forget_consents(&self, client: ClientId) {
+        let mut c = self.consents();
+        c.grants.end_session(client);
+        c.broker.cancel_client(client);
+        c.agents.remove(&client);
+        c.wanted.remove(&client);
+    }
+
+    /// Control-plane requests: prompts and grants. Administrators only.
+    pub(super) fn control(&self, client: ClientId, req: Request) -> Result<Reply, WireError> {
+        {
+            let mut reg = self.reg();
+            self.authorize(&mut reg, client, Action::ManageConsent, &Object::Server)?;
+        }
+        match req {
+            Request::SubscribePrompts => {
+                let mut c = self.consents();
+                c.agents.insert(client);
+                Ok(Reply::Prompts(
+                    c.broker.pending().iter().map(to_wire).collect(),
+                ))
+            }
+            Request::ListPrompts => Ok(Reply::Prompts(
+                self.consents()
+                    .broker
+                    .pending()
+                    .iter()
+                    .map(to_wire)
+                    .collect(),
+            )),
+            Request::ListGrants => Ok(Reply::Grants(
+                self.consents()
+                    .grants
+                    .list()
+                    .iter()
+                    .map(grant_info)
+                    .collect(),
+            )),
+            Request::AnswerPrompt { prompt, answer } => {
+                self.answer_prompt(client, prompt, wire_answer(answer))
+            }
+            Request::RevokeGrant { grant } => self.revoke_grant(client, grant),
+            other => Err(err(
+                ErrorKind::Invalid,
+                format!("{other:?} is not a control-plane request"),
+            )),
+        }
+    }
+
+    fn answer_prompt(
+        &self,
+        agent: ClientId,
+        prompt: u64,
+        answer: Answer,
+    ) -> Result<Reply, WireError> {
+        let (by, subject, pid) = {
+            let reg = self.reg();
+            let c = reg
+                .clients
+                .get(&agent)
+                .ok_or_else(|| err(ErrorKind::Protocol, "unknown client"))?;
+            (
+                format!("agent pid {} uid {}", c.identity.pid, c.identity.uid),
+                c.subject.clone(),
+                c.identity.pid,
+            )
+        };
+        let mut c = self.consents();
+        let not_found = || err(ErrorKind::NotFound, format!("no pending prompt {prompt}"));
+        let ask = c.asks.get(&prompt).cloned().ok_or_else(not_found)?;
+        if !c.broker.pending().iter().any(|p| p.id == prompt) {
+            return Err(not_found());
+        }
+        // The grant goes in first: the parked request runs again as soon as the broker wakes it.
+        let grant = if answer == Answer::DenyOnce {
+            None
+        } else {
+            let g = c
+                .grants
+                .add(GrantNew {
+                    uid: ask.uid,
+                    app_id: ask.app_id.clone(),
+                    action: ask.action,
+                    target: Some(ask.target.clone()),
+                    allow: answer.allows(),
+                    scope: answer.scope(),
+                    client: Some(ask.client),
+                    by: by.clone(),
+                })
+                .map_err(|e| err(ErrorKind::Internal, format!("recording the answer: {e}")))?;
+            Some(g.id)
+        };
+        if c.broker.answer(prompt, answer, &by).is_err() {
+            // It timed out or was cancelled meanwhile: the answer came too late.
+            if let Some(id) = grant {
+                let _ = c.grants.revoke(id);
+            }
+            return Err(not_found());
+        }
+        let decision = format!("answer:{answer}");
+        c.audit(
+            &subject,
+            pid,
+            Note {
+                action: ask.action.name(),
+                object: &ask.target,
+                decision: &decision,
+                reason: None,
+                by: &by,
+            },
+        );
+        drop(c);
+        tracing::info!(prompt, %answer, %by, "prompt answered");
+        self.announce_resolved(prompt, &PromptOutcome::Answered { answer, by });
+        Ok(Reply::Ok)
+    }
+
+    fn revoke_grant(&self, admin: ClientId, grant: u64) -> Result<Reply, WireError> {
+        let mut reg = self.reg();
+        let (by_subject, by_pid) = match reg.clients.get(&admin) {
+            Some(c) => (c.subject.clone(), c.identity.pid),
+            None => return Err(err(ErrorKind::Protocol, "unknown client")),
+        };
+        let revoked = {
+            let mut c = self.consents();
+            let g = c
+                .grants
+                .revoke(grant)
+                .map_err(|e| err(ErrorKind::Internal, format!("revoking grant {grant}: {e}")))?
+                .ok_or_else(|| err(ErrorKind::NotFound, format!("no grant {grant}")))?;
+            let target = g.target.clone().unwrap_or_else(|| "*".into());
+            let by = format!("grant {grant}");
+            c.audit(
+                &by_subject,
+                by_pid,
+                Note {
+                    action: g.action.name(),
+                    object: &target,
+                    decision: "revoke",
+                    reason: None,
+                    by: &by,
+                },
+            );
+            g
+        };
+        // Capture streams that grant may have authorised stop at once if they are no longer
+        // allowed.
+        let candidates: Vec<(ClientId, u32)> = reg
+            .streams
+            .iter()
+            .filter(|(_, s)| s.direction == Direction::Record)
+            .filter(|(_, s)| revoked.target.as_deref().is_none_or(|t| t == s.device))
+            .filter_map(|(id, s)| {
+                let c = reg.clients.get(&s.owner)?;
+                (c.subject.uid == revoked.uid && c.subject.app_id == revoked.app_id)
+                    .then_some((s.owner, *id))
+            })
+            .collect();
+        for (owner, id) in candidates {
+            let Some(s) = reg.streams.get(&id) else {
+                continue;
+            };
+            let device = s.device.clone();
+            let monitor = device.ends_with(MONITOR_SUFFIX);
+            let Some(c) = reg.clients.get(&owner) else {
+                continue;
+            };
+            let (subject, pid) = (c.subject.clone(), c.identity.pid);
+            let (decision, _) = self.decide(
+                &subject,
+                pid,
+                Action::Record,
+                &Object::Source {
+                    name: &device,
+                    monitor,
+                },
+            );
+            self.consents().wanted.remove(&owner);
+            if decision != Decision::Allow {
+                if let Some(s) = reg.streams.remove(&id) {
+                    self.detach(&s, id);
+                }
+                let error = err(
+                    ErrorKind::Denied,
+                    format!("permission revoked: recording from {device} is no longer allowed"),
+                );
+                tracing::info!(
+                    stream = id,
+                    client = owner,
+                    "record stream ended: grant {grant} revoked"
+                );
+                Self::send_event(&mut reg, owner, Event::StreamEnded { stream: id, error });
+            }
+        }
+        Ok(Reply::Ok)
+    }
+}
+
+fn to_wire(p: &super::prompts::PromptInfo) -> PromptInfo {
+    PromptInfo {
+        id: p.id,
+        client: p.client,
+        pid: p.pid,
+        uid: p.uid,
+        user: p.user.clone(),
+        app_id: p.app_id.clone(),
+        app_source: p.app_source.clone(),
+        exe: p.exe.clone(),
+        label: p.label.clone(),
+        action: p.action.name().to_string(),
+        target: p.target.clone(),
+        deadline_unix_ms: p.deadline_unix_ms,
+    }
+}
+
+fn grant_info(g: &super::grants::Grant) -> GrantInfo {
+    GrantInfo {
+        id: g.id,
+        uid: g.uid,
+        app_id: g.app_id.clone(),
+        action: g.action.name().to_string(),
+        target: g.target.clone(),
+        allow: g.allow,
+        scope: g.scope.name().to_string(),
+        client: g.client,
+        by: g.by.clone(),
+    }
+}
