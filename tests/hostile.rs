@@ -96,6 +96,7 @@ fn create_req(capacity: u64) -> Request {
         volume: 1.0,
         muted: false,
         corked: false,
+        exclusive: false,
     }
 }
 

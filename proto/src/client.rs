@@ -395,6 +395,7 @@ impl Client {
             volume: opts.volume,
             muted: opts.muted,
             corked: opts.corked,
+            exclusive: opts.exclusive,
         };
         let (reply, _) = self.request(req, &[memfd.as_fd(), wake.as_fd()])?;
         let Reply::StreamCreated { stream, .. } = reply else {
@@ -562,6 +563,8 @@ pub struct PlaybackOptions {
     pub muted: bool,
     /// Start corked (paused).
     pub corked: bool,
+    /// Ask for exclusive (passthrough) use of the sink; needs a grant.
+    pub exclusive: bool,
 }
 
 impl PlaybackOptions {
@@ -575,6 +578,7 @@ impl PlaybackOptions {
             volume: 1.0,
             muted: false,
             corked: false,
+            exclusive: false,
         }
     }
 }

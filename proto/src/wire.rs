@@ -59,6 +59,9 @@ pub enum Request {
         volume: f32,
         muted: bool,
         corked: bool,
+        /// Exclusive (passthrough) use of the sink: while it lives, other clients cannot open
+        /// streams there. Denied unless policy grants `passthrough`.
+        exclusive: bool,
     },
     /// Create a record stream. The reply carries two fds: a read-only ring memfd created and
     /// sealed by the server, and an eventfd the server writes when it produced frames.
@@ -85,6 +88,59 @@ pub enum Request {
     SetDefaultSink { sink: String },
     /// Move one of the client's streams to another device it may use.
     MoveStream { stream: StreamId, device: String },
+    /// Receive events about this client's own streams and the devices it may see (an
+    /// administrator: about everything): [`Event::StreamAdded`], [`Event::StreamChanged`],
+    /// [`Event::StreamRemoved`], [`Event::DeviceChanged`], [`Event::DeviceRemoved`], and for
+    /// administrators also [`Event::ClientAdded`], [`Event::ClientRemoved`],
+    /// [`Event::Decision`] and [`Event::Xrun`].
+    Subscribe,
+    /// Sample cache: upload a short sound once under `name` (this client's own namespace).
+    /// Carries one fd: a sealed memfd holding exactly `frames` frames of `spec`, raw PCM.
+    UploadSample {
+        name: String,
+        spec: StreamSpec,
+        frames: u64,
+    },
+    /// Play one of this client's samples with low latency.
+    PlaySample {
+        name: String,
+        device: Option<String>,
+        volume: f32,
+    },
+    /// Remove one of this client's samples.
+    RemoveSample { name: String },
+    /// This client's samples (an administrator: everyone's).
+    ListSamples,
+    /// Admin: suspend or resume a device.
+    SuspendDevice { device: String, suspend: bool },
+    /// Admin: a device's own volume (linear, 0.0..=4.0).
+    SetDeviceVolume { device: String, volume: f32 },
+    /// Admin: mute or unmute a device.
+    SetDeviceMute { device: String, muted: bool },
+    /// Admin: make a capture source the default.
+    SetDefaultSource { source: String },
+    /// Admin: create a sink or source at run time.
+    CreateDevice { device: NewDevice },
+    /// Admin: remove a sink or source created at run time or from the config.
+    RemoveDevice { name: String },
+    /// Admin: every client with its identity.
+    ListClients,
+    /// Admin: disconnect a client.
+    KillClient { client: ClientId },
+    /// Admin: level meters at `hz` (1..=60) as [`Event::Meters`]; 0 stops them.
+    SubscribeMeters { hz: u32 },
+    /// Admin: the last `lines` lines of the audit log.
+    AuditTail { lines: u32 },
+    /// Admin: engine and server statistics.
+    Stats,
+    /// Admin: add a grant directly.
+    AddGrant {
+        uid: u32,
+        app_id: String,
+        action: String,
+        target: Option<String>,
+        allow: bool,
+    },
     /// Control plane (admin socket only): receive [`Event::Prompt`] and
     /// [`Event::PromptResolved`] as a prompt agent. The reply lists the prompts already pending.
     SubscribePrompts,
@@ -96,6 +152,90 @@ pub enum Request {
     ListGrants,
     /// Control plane: revoke a grant. Capture streams it authorised end at once.
     RevokeGrant { grant: u64 },
+}
+
+/// A device to create at run time ([`Request::CreateDevice`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NewDevice {
+    pub name: String,
+    /// A sink (plays) or a capture source.
+    pub kind: DeviceKind,
+    /// `null`, `file` (sinks) or `alsa`.
+    pub backend: String,
+    /// For `file`: the WAV file.
+    pub path: Option<String>,
+    /// For `alsa`: the PCM name.
+    pub pcm: Option<String>,
+    pub spec: StreamSpec,
+    pub quantum: u32,
+}
+
+/// A connected client, as administrators see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClientInfo {
+    pub id: ClientId,
+    pub pid: i32,
+    pub uid: u32,
+    pub user: Option<String>,
+    pub app_id: String,
+    /// How the app id was derived (`flatpak`, `snap`, `systemd`, `exe`, `unknown`).
+    pub app_source: String,
+    /// The declared name: a label, unverified.
+    pub label: String,
+    /// Connected on the admin socket.
+    pub admin: bool,
+    pub streams: u32,
+}
+
+/// A cached sample.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SampleInfo {
+    pub name: String,
+    pub owner: ClientId,
+    pub spec: StreamSpec,
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+/// One level meter reading.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Meter {
+    /// A stream id, or `None` for a device.
+    pub stream: Option<StreamId>,
+    /// The device (for a stream: the device it plays to or records from).
+    pub device: String,
+    /// Peak of the last period, 0.0..=1.0.
+    pub peak: f32,
+    /// RMS of the last period, 0.0..=1.0.
+    pub rms: f32,
+}
+
+/// Engine figures of one device.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeviceStats {
+    pub name: String,
+    pub cycles: u64,
+    pub late_cycles: u64,
+    pub xruns: u64,
+    /// Engine cycle time in microseconds: mean, 99th percentile, maximum.
+    pub cycle_mean_us: f64,
+    pub cycle_p99_us: f64,
+    pub cycle_max_us: f64,
+    /// Cycle time over the cycle budget (quantum / rate), 0.0..
+    pub load: f64,
+}
+
+/// Server-wide statistics ([`Request::Stats`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServerStats {
+    pub uptime_secs: u64,
+    pub clients: u32,
+    pub streams: u32,
+    /// Resident memory of the daemon, bytes.
+    pub rss_bytes: u64,
+    pub devices: Vec<DeviceStats>,
+    /// Estimated engine CPU per client, as a share of one cycle budget (client id, share).
+    pub client_cost: Vec<(ClientId, f64)>,
 }
 
 /// How a prompt is answered, and for how long the answer holds.
@@ -197,6 +337,14 @@ pub enum Reply {
     Prompts(Vec<PromptInfo>),
     /// See [`Request::ListGrants`].
     Grants(Vec<GrantInfo>),
+    /// See [`Request::ListSamples`].
+    Samples(Vec<SampleInfo>),
+    /// See [`Request::ListClients`].
+    Clients(Vec<ClientInfo>),
+    /// See [`Request::AuditTail`]: JSON lines, oldest first.
+    Audit(Vec<String>),
+    /// See [`Request::Stats`].
+    Stats(ServerStats),
 }
 
 /// Server-wide facts.
@@ -253,6 +401,9 @@ pub struct DeviceInfo {
     pub suspends: u64,
     /// Why the device is unavailable, or other news about it.
     pub detail: Option<String>,
+    /// The device's own volume (linear) and mute, applied after the mix.
+    pub volume: f32,
+    pub muted: bool,
 }
 
 /// A device's availability.
@@ -291,6 +442,10 @@ pub struct StreamInfo {
     pub frames: u64,
     /// Latest peak level (0.0..=1.0) after gain.
     pub peak: f32,
+    /// Ring capacity in frames (the stream's buffering).
+    pub capacity_frames: u64,
+    /// Exclusive (passthrough) stream.
+    pub exclusive: bool,
 }
 
 /// Events the server pushes.
@@ -308,6 +463,26 @@ pub enum Event {
     Prompt(PromptInfo),
     /// To prompt agents: a prompt was answered (`answer`), timed out or was cancelled.
     PromptResolved { prompt: u64, outcome: String },
+    /// To subscribers: a stream appeared.
+    StreamAdded(StreamInfo),
+    /// To subscribers: a stream's volume, mute, cork state or device changed.
+    StreamChanged(StreamInfo),
+    /// To subscribers: a stream is gone.
+    StreamRemoved { stream: StreamId },
+    /// To subscribers: a device appeared or changed (state, volume, default, suspended).
+    DeviceChanged(DeviceInfo),
+    /// To subscribers: a device was removed.
+    DeviceRemoved { name: String },
+    /// To admin subscribers: a client connected.
+    ClientAdded(ClientInfo),
+    /// To admin subscribers: a client disconnected.
+    ClientRemoved { client: ClientId },
+    /// To admin subscribers: a policy decision, as its audit log line (JSON).
+    Decision(String),
+    /// To admin subscribers: a device's xrun counter rose.
+    Xrun { device: String, xruns: u64 },
+    /// To meter subscribers: levels of every stream and device.
+    Meters(Vec<Meter>),
 }
 
 /// Kinds of failure, stable on the wire; tools map them to exit codes.

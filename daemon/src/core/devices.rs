@@ -290,6 +290,8 @@ impl Core {
             quantum: s.handle.quantum(),
             is_default: default,
             suspended: false,
+            volume: 1.0,
+            muted: false,
             monitor_of: monitor.then(|| s.name.clone()),
             state: if available || monitor {
                 DeviceState::Running

@@ -10,11 +10,15 @@
 //! Locking: one `std::sync::Mutex` guards the registry; it is held for short, non-blocking
 //! sections only (never across an await, never by the engine).
 
+pub mod admin_devices;
 pub mod audit;
 pub mod consent;
+pub mod control;
 pub mod devices;
 pub mod grants;
 pub mod prompts;
+pub mod samples;
+pub mod streams;
 
 use crate::backend;
 use crate::config::{Config, Limits};
@@ -132,6 +136,10 @@ struct StreamEntry {
     spec: StreamSpec,
     shared: Arc<StreamShared>,
     reported_underruns: u64,
+    /// Ring capacity in frames.
+    capacity: u64,
+    /// Exclusive (passthrough) stream: other clients may not open streams on its sink.
+    exclusive: bool,
 }
 
 #[derive(Debug, Default)]
@@ -432,7 +440,11 @@ impl Core {
 
     /// Handles one request from `client`. Fds sent with it are consumed (closed on return).
     fn dispatch(&self, client: ClientId, req: Request, fds: Vec<OwnedFd>) -> Outcome {
-        if !matches!(req, Request::CreatePlayback { .. }) && !fds.is_empty() {
+        if !matches!(
+            req,
+            Request::CreatePlayback { .. } | Request::UploadSample { .. }
+        ) && !fds.is_empty()
+        {
             return Err(err(
                 ErrorKind::Protocol,
                 "this request takes no file descriptors",
@@ -453,6 +465,7 @@ impl Core {
                 volume,
                 muted,
                 corked,
+                exclusive,
             } => self
                 .create_playback(
                     client,
@@ -460,7 +473,7 @@ impl Core {
                     sink,
                     spec,
                     capacity_frames,
-                    (volume, muted, corked),
+                    (volume, muted, corked, exclusive),
                     fds,
                 )
                 .into(),
@@ -511,8 +524,26 @@ impl Core {
                 .into(),
             Request::DeleteStream { stream } => self.delete_stream(client, stream).into(),
             Request::SetDefaultSink { sink } => self.set_default_sink(client, &sink).into(),
-            req @ (Request::MoveStream { .. }
-            | Request::SubscribePrompts
+            req @ (Request::MoveStream { .. } | Request::Subscribe) => {
+                self.streams_request(client, req).into()
+            }
+            req @ (Request::UploadSample { .. }
+            | Request::PlaySample { .. }
+            | Request::RemoveSample { .. }
+            | Request::ListSamples) => self.samples_request(client, req, fds).into(),
+            req @ (Request::SuspendDevice { .. }
+            | Request::SetDeviceVolume { .. }
+            | Request::SetDeviceMute { .. }
+            | Request::SetDefaultSource { .. }
+            | Request::CreateDevice { .. }
+            | Request::RemoveDevice { .. }) => self.device_request(client, req).into(),
+            req @ (Request::ListClients
+            | Request::KillClient { .. }
+            | Request::SubscribeMeters { .. }
+            | Request::AuditTail { .. }
+            | Request::Stats
+            | Request::AddGrant { .. }) => self.admin_request(client, req).into(),
+            req @ (Request::SubscribePrompts
             | Request::AnswerPrompt { .. }
             | Request::ListPrompts
             | Request::ListGrants
@@ -783,7 +814,7 @@ impl Core {
         sink: Option<String>,
         spec: StreamSpec,
         capacity: u64,
-        (volume, muted, corked): (f32, bool, bool),
+        (volume, muted, corked, exclusive): (f32, bool, bool, bool),
         fds: Vec<OwnedFd>,
     ) -> Result<Reply, WireError> {
         check_name(&name)?;
@@ -842,6 +873,8 @@ impl Core {
             spec,
             shared,
             reported_underruns: 0,
+            capacity,
+            exclusive,
         };
         reg.streams.insert(id, entry);
         Ok(Reply::StreamCreated {
@@ -923,6 +956,8 @@ impl Core {
             spec,
             shared,
             reported_underruns: 0,
+            capacity,
+            exclusive: false,
         };
         reg.streams.insert(id, entry);
         let reply = Reply::StreamCreated {
@@ -999,5 +1034,7 @@ fn stream_info(id: StreamId, s: &StreamEntry) -> StreamInfo {
         underruns: s.shared.underruns(),
         frames: s.shared.frames(),
         peak: s.shared.peak(),
+        capacity_frames: s.capacity,
+        exclusive: s.exclusive,
     }
 }

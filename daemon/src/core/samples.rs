@@ -1,0 +1,18 @@
+//! (being written)
+
+use super::Core;
+use soundgate_proto::wire::{ClientId, ErrorKind, Reply, Request, WireError};
+
+impl Core {
+    pub(super) fn samples_request(
+        &self,
+        _client: ClientId,
+        req: Request,
+        _fds: Vec<std::os::fd::OwnedFd>,
+    ) -> Result<Reply, WireError> {
+        Err(WireError::new(
+            ErrorKind::Internal,
+            format!("{req:?}: being written"),
+        ))
+    }
+}
