@@ -256,3 +256,36 @@ fn control_plane_requests_are_refused_on_the_native_socket() {
         assert_eq!(e.kind(), Some(ErrorKind::Denied), "{req:?}: {e}");
     }
 }
+
+#[test]
+fn recording_a_microphone_asks_by_default() {
+    let d = Daemon::start("[[sink]]\nname = \"out\"\nbackend = \"null\"\n\n[[source]]\nname = \"mic\"\nbackend = \"null\"\n");
+    let mic = |c: &Client| {
+        let mut opts = RecordOptions::new("rec", SPEC);
+        opts.device = Some("mic".into());
+        c.record(opts)
+    };
+    // The microphone is listed (the client may ask for it) …
+    let c = d.client("app");
+    assert!(c.sources().unwrap().iter().any(|s| s.name == "mic"));
+    // … but with nobody to ask, recording it is refused at once.
+    let e = mic(&c).unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::Denied), "{e}");
+    assert!(
+        e.to_string()
+            .contains("recording from mic needs the user's consent"),
+        "{e}"
+    );
+    // With an agent, the request becomes a prompt; "deny once" refuses it.
+    let agent = Agent::new(&d);
+    let client = d.client("app2");
+    let pending = std::thread::spawn(move || mic(&client).map(drop));
+    let prompt = agent.next_prompt();
+    assert_eq!(
+        (prompt.action.as_str(), prompt.target.as_str()),
+        ("record", "mic")
+    );
+    agent.answer(prompt.id, PromptAnswer::DenyOnce);
+    let e = pending.join().unwrap().unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::Denied), "{e}");
+}

@@ -68,3 +68,24 @@ fn a_stream_hog_is_refused_and_others_still_play() {
     assert!(frames > 96_000);
     drop(hog);
 }
+
+#[test]
+fn connections_per_uid_are_bounded() {
+    let d = Daemon::start(
+        "[limits]\nconnections_per_uid = 4\n\n[[sink]]\nname = \"out\"\nbackend = \"null\"\n",
+    );
+    // The harness's probe connection may still be closing: wait until it is gone.
+    assert!(common::wait_for(Duration::from_secs(5), || d
+        .log()
+        .contains("client disconnected")));
+    let held: Vec<_> = (0..4).map(|i| d.client(&format!("c{i}"))).collect();
+    let e = soundgate_proto::client::Client::connect(&d.socket(), "one-too-many").unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::Quota), "{e}");
+    assert!(e.to_string().contains("limit 4"), "{e}");
+    // The connections already open keep working, and a freed slot can be reused.
+    assert!(!held[0].sinks().unwrap().is_empty());
+    drop(held);
+    assert!(common::wait_for(Duration::from_secs(5), || {
+        soundgate_proto::client::Client::connect(&d.socket(), "again").is_ok()
+    }));
+}

@@ -73,3 +73,80 @@ fn the_record_memfd_cannot_be_written_by_the_client() {
     assert!(fd.as_raw_fd() >= 0);
     rec.close().unwrap();
 }
+
+#[test]
+fn another_user_cannot_reach_a_record_memfd_through_the_daemon() {
+    let me = exe_id(&std::env::current_exe().unwrap());
+    let config = format!(
+        "[[sink]]\nname = \"out\"\nbackend = \"null\"\n\n[[rule]]\napp = \"{me}\"\naction = \"record\"\ntarget = \"out.monitor\"\ndecision = \"allow\"\n"
+    );
+    let d = Daemon::start(&config);
+    let owner = d.client("owner");
+    let mut opts = RecordOptions::new(
+        "rec",
+        StreamSpec {
+            format: SampleFormat::F32Le,
+            rate: 48_000,
+            channels: 2,
+        },
+    );
+    opts.device = Some("out.monitor".into());
+    let rec = owner.record(opts).unwrap();
+
+    // Over the protocol, no request hands out another client's fds or even names the stream.
+    let other = d.client("other");
+    assert!(other.streams().unwrap().is_empty());
+    let e = other.stream_info(rec.id()).unwrap_err();
+    assert_eq!(e.kind(), Some(soundgate_proto::wire::ErrorKind::NotFound));
+
+    // Through /proc, a different user cannot open the daemon's copy of the memfd, nor its mapping.
+    let pid = d.pid();
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            target
+                .to_string_lossy()
+                .contains("soundgate-rec")
+                .then(|| e.path().to_string_lossy().to_string())
+        })
+        .collect();
+    let maps: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/map_files"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            target
+                .to_string_lossy()
+                .contains("soundgate-rec")
+                .then(|| e.path().to_string_lossy().to_string())
+        })
+        .collect();
+    assert!(!maps.is_empty(), "the daemon should map the record ring");
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: setpriv is missing; cannot run as another user");
+        return;
+    }
+    for path in fds.iter().chain(&maps) {
+        let out = std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                "head",
+                "-c",
+                "16",
+            ])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "uid 65534 read {path}");
+    }
+    rec.close().unwrap();
+}

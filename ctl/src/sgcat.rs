@@ -268,6 +268,7 @@ fn playback(args: &Args) -> Result<()> {
             volume: args.volume.unwrap_or(1.0),
             muted: false,
             corked: true,
+            exclusive: false,
         })
         .context("creating the playback stream")?;
     tracing::debug!("playback stream {}", stream.id());
