@@ -95,6 +95,8 @@ pub struct Limits {
     pub connections_per_uid: usize,
     /// Largest buffer latency a stream may ask for, in milliseconds (default 2000).
     pub max_latency_ms: u32,
+    /// Bytes of PCM one client connection may keep in the sample cache (default 8 MiB).
+    pub sample_cache_bytes: u64,
 }
 
 impl Default for Limits {
@@ -105,6 +107,7 @@ impl Default for Limits {
             streams_total: 1024,
             connections_per_uid: 64,
             max_latency_ms: 2000,
+            sample_cache_bytes: 8 << 20,
         }
     }
 }
@@ -142,12 +145,13 @@ impl Default for EngineConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (part of the message, not a separate cause, so that an error chain
+        /// does not print it twice).
+        error: std::io::Error,
     },
     /// The file is writable by everyone, so its rules cannot be trusted.
     #[error("{}: is writable by everyone; refusing to trust it (chmod o-w)", path.display())]
@@ -194,13 +198,14 @@ const DEFAULT_QUANTUM: u32 = 512;
 const QUANTUM_RANGE: Range<i64> = 16..8193;
 const MAX_COUNT: i64 = 1 << 20;
 const MAX_LATENCY_MS: i64 = 60_000;
+const MAX_SAMPLE_CACHE_BYTES: i64 = 1 << 30;
 
 impl Config {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let read_err = |source| ConfigError::Read {
+        let read_err = |error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let file = std::fs::File::open(path).map_err(read_err)?;
         let meta = file.metadata().map_err(read_err)?;
@@ -311,6 +316,7 @@ struct RawLimits {
     streams_total: Option<Spanned<i64>>,
     connections_per_uid: Option<Spanned<i64>>,
     max_latency_ms: Option<Spanned<i64>>,
+    sample_cache_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -426,6 +432,18 @@ impl Cx<'_> {
                 }
             },
         };
+        let sample_cache_bytes = match &raw.sample_cache_bytes {
+            None => d.sample_cache_bytes,
+            Some(v) => match u64::try_from(*v.get_ref()) {
+                Ok(n) if (1..=MAX_SAMPLE_CACHE_BYTES as u64).contains(&n) => n,
+                _ => {
+                    return Err(self.err(
+                        v.span(),
+                        format!("limits: sample_cache_bytes must be 1..={MAX_SAMPLE_CACHE_BYTES}"),
+                    ))
+                }
+            },
+        };
         Ok(Limits {
             streams_per_client: self.count(
                 &raw.streams_per_client,
@@ -444,6 +462,7 @@ impl Cx<'_> {
                 d.connections_per_uid,
             )?,
             max_latency_ms,
+            sample_cache_bytes,
         })
     }
 

@@ -60,15 +60,11 @@ fn load_config(args: &Args) -> Result<Config> {
         Ok(config)
     } else {
         let config = Config::builtin_default();
-        let names: Vec<String> = config
-            .sinks
-            .iter()
-            .map(|s| format!("{} ({} {}, quantum {})", s.name, s.spec, "null", s.quantum))
-            .collect();
+        // What the defaults become (a sink and a source per sound card, else a null sink and
+        // a null source) is logged when the devices open.
         tracing::info!(
-            "no config file at {}; starting with built-in defaults: {}",
-            paths.config.display(),
-            names.join(", ")
+            "no config file at {}; starting with built-in defaults",
+            paths.config.display()
         );
         Ok(config)
     }
