@@ -167,6 +167,65 @@ pub fn clamp_peak(buf: &mut [f32]) -> f32 {
     peak
 }
 
+/// Scales whole frames of `buf` in place by a ramped gain (frame `f` gets
+/// `start + step * (f + 1)`, as in [`mix_ramped`]); `step == 0` is a constant gain.
+pub fn scale_ramped(buf: &mut [f32], channels: usize, start: f32, step: f32) {
+    let ch = channels.max(1);
+    if step == 0.0 {
+        for v in buf.iter_mut() {
+            *v *= start;
+        }
+        return;
+    }
+    for (f, frame) in buf.chunks_exact_mut(ch).enumerate() {
+        let g = start + step * ((f + 1) as f32);
+        for v in frame {
+            *v *= g;
+        }
+    }
+}
+
+/// Sum of the squares of `buf` (for RMS meters).
+pub fn sum_squares(buf: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = buf.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            acc[i] += c[i] * c[i];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for v in chunks.remainder() {
+        sum += v * v;
+    }
+    sum
+}
+
+/// Sum of the squares of `src` times the ramped gain of [`mix_ramped`]: the energy one stream
+/// added to the mix.
+pub fn sum_squares_ramped(src: &[f32], channels: usize, start: f32, step: f32) -> f32 {
+    if step == 0.0 {
+        return start * start * sum_squares(src);
+    }
+    let ch = channels.max(1);
+    let mut sum = 0.0f32;
+    for (f, frame) in src.chunks_exact(ch).enumerate() {
+        let g = start + step * ((f + 1) as f32);
+        let e: f32 = frame.iter().map(|v| v * v).sum();
+        sum += e * g * g;
+    }
+    sum
+}
+
+/// Root mean square from a sum of squares over `samples` samples (0 for none).
+pub fn rms(sum_squares: f32, samples: usize) -> f32 {
+    if samples == 0 {
+        0.0
+    } else {
+        (sum_squares.max(0.0) / samples as f32).sqrt()
+    }
+}
+
 /// The plain scalar kernels the optimised ones are checked against.
 pub mod reference {
     /// Same contract as [`super::mix_ramped`], one frame and one sample at a time.

@@ -118,6 +118,7 @@ pub struct StreamShared {
     underruns: AtomicU64,
     frames: AtomicU64,
     peak: AtomicU32,
+    rms: AtomicU32,
     ended: AtomicU8,
 }
 
@@ -132,6 +133,7 @@ impl StreamShared {
             underruns: AtomicU64::new(0),
             frames: AtomicU64::new(0),
             peak: AtomicU32::new(0),
+            rms: AtomicU32::new(0),
             ended: AtomicU8::new(ENDED_NONE),
         };
         s.set_volume(volume);
@@ -194,6 +196,16 @@ impl StreamShared {
     /// Peak |sample| of the last cycle, after gain (record: the peak of the sink's mix).
     pub fn peak(&self) -> f32 {
         f32::from_bits(self.peak.load(Ordering::Relaxed))
+    }
+
+    /// RMS of the last cycle, after gain, over the whole quantum (a short cycle's missing
+    /// frames count as silence; record: the RMS of the device's signal).
+    pub fn rms(&self) -> f32 {
+        f32::from_bits(self.rms.load(Ordering::Relaxed))
+    }
+
+    fn set_rms(&self, r: f32) {
+        self.rms.store(r.to_bits(), Ordering::Relaxed);
     }
 
     /// Set when the engine dropped the stream on its own.
@@ -300,10 +312,61 @@ pub struct SinkParams {
     pub rt_priority: Option<i32>,
 }
 
-/// Meters and counters of one sink, published by the engine.
-#[derive(Debug, Default)]
+/// Buckets of the cycle-time histogram ([`SinkShared::cycle_stats`]).
+pub const CYCLE_BUCKETS: usize = 64;
+/// Upper bound of the histogram's first bucket is `CYCLE_BUCKET_BASE_NS * 2^(1/3)`.
+const CYCLE_BUCKET_BASE_NS: f64 = 128.0;
+
+/// The histogram bucket of a cycle that took `ns`: third-octave buckets from 128 ns, the last
+/// one open-ended (from about 268 ms). Pure arithmetic; safe on the RT thread.
+pub fn cycle_bucket(ns: u64) -> usize {
+    let x = ns as f64 / CYCLE_BUCKET_BASE_NS;
+    if x < 1.0 {
+        return 0;
+    }
+    let i = (3.0 * x.log2()).floor();
+    if i >= (CYCLE_BUCKETS - 1) as f64 {
+        CYCLE_BUCKETS - 1
+    } else {
+        i as usize
+    }
+}
+
+/// The upper bound of bucket `i`, in ns (see [`cycle_bucket`]).
+pub fn cycle_bucket_upper_ns(i: usize) -> f64 {
+    CYCLE_BUCKET_BASE_NS * ((i as f64 + 1.0) / 3.0).exp2()
+}
+
+/// Engine cycle-time figures since the device started ([`SinkShared::cycle_stats`]). Only the
+/// engine's work is timed, not its sleep, nor a device-clocked backend's wait for the device.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CycleStats {
+    /// Mean work time per cycle, µs (exact: a sum and a count).
+    pub mean_us: f64,
+    /// 99th percentile, µs: the upper bound of the histogram bucket holding it (third-octave
+    /// resolution), never above `max_us`.
+    pub p99_us: f64,
+    /// Longest cycle, µs (exact).
+    pub max_us: f64,
+    /// Cycles measured.
+    pub cycles: u64,
+}
+
+/// Meters, counters and device controls of one sink or source, shared by the engine and the
+/// control side. Atomics only.
+#[derive(Debug)]
 pub struct SinkShared {
     peak: AtomicU32,
+    rms: AtomicU32,
+    /// Device controls, written by the control side.
+    suspended: AtomicBool,
+    volume: AtomicU32,
+    muted: AtomicBool,
+    /// Cycle-time histogram and the sum of all cycle times.
+    hist: [AtomicU64; CYCLE_BUCKETS],
+    cycle_sum_ns: AtomicU64,
+    /// quantum / rate, in ns.
+    budget_ns: u64,
     cycles: AtomicU64,
     late_cycles: AtomicU64,
     max_cycle_ns: AtomicU64,
@@ -318,6 +381,129 @@ pub struct SinkShared {
 }
 
 impl SinkShared {
+    /// Fresh meters for a device whose cycle budget (quantum / rate) is `budget_ns`; not
+    /// suspended, volume 1.0, unmuted.
+    pub fn new(budget_ns: u64) -> SinkShared {
+        SinkShared {
+            peak: AtomicU32::new(0),
+            rms: AtomicU32::new(0),
+            suspended: AtomicBool::new(false),
+            volume: AtomicU32::new(1.0f32.to_bits()),
+            muted: AtomicBool::new(false),
+            hist: std::array::from_fn(|_| AtomicU64::new(0)),
+            cycle_sum_ns: AtomicU64::new(0),
+            budget_ns,
+            cycles: AtomicU64::new(0),
+            late_cycles: AtomicU64::new(0),
+            max_cycle_ns: AtomicU64::new(0),
+            last_cycle_ns: AtomicU64::new(0),
+            backend_errors: AtomicU64::new(0),
+            backend_dropped_bytes: AtomicU64::new(0),
+            xruns: AtomicU64::new(0),
+            suspends: AtomicU64::new(0),
+            unavailable: AtomicBool::new(false),
+            outages: AtomicU64::new(0),
+            last_errno: AtomicI32::new(0),
+        }
+    }
+
+    /// Suspends or resumes the device. A suspended sink consumes nothing from its playback
+    /// streams (they hold their position and count no underruns) and writes silence to its
+    /// backend, so the device keeps its clock and a file sink's timeline stays continuous
+    /// (silence where it was suspended); its monitor's record streams get nothing. A suspended
+    /// source keeps reading its device (so it does not overrun) and delivers nothing.
+    pub fn set_suspended(&self, s: bool) {
+        self.suspended.store(s, Ordering::Relaxed);
+    }
+
+    /// Whether suspended.
+    pub fn suspended(&self) -> bool {
+        self.suspended.load(Ordering::Relaxed)
+    }
+
+    /// Sets the device's own linear volume, applied to the mix (or the captured signal)
+    /// before clamping and ramped over one cycle. Negative or non-finite values become 0.
+    pub fn set_volume(&self, v: f32) {
+        let v = if v.is_finite() { v.max(0.0) } else { 0.0 };
+        self.volume.store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The device's linear volume.
+    pub fn volume(&self) -> f32 {
+        f32::from_bits(self.volume.load(Ordering::Relaxed))
+    }
+
+    /// Mutes or unmutes the device (the gain ramps to or from 0).
+    pub fn set_muted(&self, m: bool) {
+        self.muted.store(m, Ordering::Relaxed);
+    }
+
+    /// Whether the device is muted.
+    pub fn muted(&self) -> bool {
+        self.muted.load(Ordering::Relaxed)
+    }
+
+    fn target_gain(&self) -> f32 {
+        if self.muted() {
+            0.0
+        } else {
+            self.volume()
+        }
+    }
+
+    /// RMS of the last cycle's mix (after device gain and clamping), or of the captured signal.
+    pub fn rms(&self) -> f32 {
+        f32::from_bits(self.rms.load(Ordering::Relaxed))
+    }
+
+    /// The cycle budget, quantum / rate, in µs.
+    pub fn budget_us(&self) -> f64 {
+        self.budget_ns as f64 / 1000.0
+    }
+
+    /// Cycle-time figures from the lock-free histogram. Read while the engine runs, the
+    /// figures may straddle one cycle; they never tear individually.
+    pub fn cycle_stats(&self) -> CycleStats {
+        let mut counts = [0u64; CYCLE_BUCKETS];
+        for (c, h) in counts.iter_mut().zip(&self.hist) {
+            *c = h.load(Ordering::Relaxed);
+        }
+        let cycles: u64 = counts.iter().sum();
+        let max_us = self.max_cycle_ns() as f64 / 1000.0;
+        if cycles == 0 {
+            return CycleStats {
+                max_us,
+                ..CycleStats::default()
+            };
+        }
+        let mean_us = self.cycle_sum_ns.load(Ordering::Relaxed) as f64 / cycles as f64 / 1000.0;
+        let want = cycles - cycles / 100; // ceil(0.99 * cycles) for the counts that matter
+        let mut seen = 0;
+        let mut p99_us = max_us;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                p99_us = (cycle_bucket_upper_ns(i) / 1000.0).min(max_us);
+                break;
+            }
+        }
+        CycleStats {
+            mean_us,
+            p99_us,
+            max_us,
+            cycles,
+        }
+    }
+
+    /// Records one cycle's work time (engine thread; atomics only).
+    fn record_cycle(&self, ns: u64) {
+        self.hist[cycle_bucket(ns)].fetch_add(1, Ordering::Relaxed);
+        self.cycle_sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.last_cycle_ns.store(ns, Ordering::Relaxed);
+        self.max_cycle_ns.fetch_max(ns, Ordering::Relaxed);
+        self.cycles.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Peak |sample| of the last cycle's mix, after clamping.
     pub fn peak(&self) -> f32 {
         f32::from_bits(self.peak.load(Ordering::Relaxed))
@@ -452,6 +638,12 @@ pub enum EngineError {
         /// Source name.
         sink: String,
     },
+    /// The device was stopped ([`SinkHandle::stop`]); it takes no more commands.
+    #[error("{sink} was stopped")]
+    Stopped {
+        /// Device name.
+        sink: String,
+    },
     /// The engine thread panicked.
     #[error("sink {sink}: the engine thread panicked")]
     Panicked {
@@ -496,7 +688,7 @@ pub struct SinkHandle {
     notify: OwnedFd,
     shared: Arc<SinkShared>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<(), BackendError>>>,
+    thread: Mutex<Option<JoinHandle<Result<(), BackendError>>>>,
     source: bool,
     clock: Clock,
     report: DeviceReport,
@@ -575,7 +767,8 @@ impl SinkHandle {
         };
         let (cmd_tx, cmd_rx) = rtrb::RingBuffer::new(COMMAND_CAPACITY);
         let (ret_tx, ret_rx) = rtrb::RingBuffer::new(max_streams + COMMAND_CAPACITY);
-        let shared = Arc::new(SinkShared::default());
+        let budget_ns = timer::cycle_offset_ns(1, quantum, spec.rate);
+        let shared = Arc::new(SinkShared::new(budget_ns));
         let stop = Arc::new(AtomicBool::new(false));
         let q = quantum as usize;
         let engine = Engine {
@@ -599,6 +792,9 @@ impl SinkHandle {
             mix: vec![0.0f32; q * usize::from(spec.channels)],
             out: vec![0u8; q * spec.frame_bytes()],
             available: true,
+            dev_gain: 1.0,
+            device_clock: false,
+            io_ns: 0,
             io,
         };
         let (source, clock, report) = match &engine.io {
@@ -656,7 +852,7 @@ impl SinkHandle {
             notify,
             shared,
             stop,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
             source,
             clock,
             report,
@@ -714,6 +910,11 @@ impl SinkHandle {
 
     fn send(&self, cmd: Command) -> Result<(), EngineError> {
         let mut tx = lock(&self.commands);
+        if self.stop.load(Ordering::Acquire) {
+            return Err(EngineError::Stopped {
+                sink: self.name.clone(),
+            });
+        }
         if self.live.load(Ordering::Acquire) >= self.max_streams {
             return Err(EngineError::TooManyStreams {
                 sink: self.name.clone(),
@@ -825,17 +1026,43 @@ impl SinkHandle {
         &self.name
     }
 
-    fn stop_and_join(&mut self) -> Option<std::thread::Result<Result<(), BackendError>>> {
-        let thread = self.thread.take()?;
-        self.stop.store(true, Ordering::Release);
+    fn stop_and_join(&self) -> Option<std::thread::Result<Result<(), BackendError>>> {
+        let thread = lock(&self.thread).take()?;
+        {
+            // Under the command lock: a command sent before this is drained by the engine's
+            // final `retire_all`; one sent after it is refused (`send` checks `stop`).
+            let _commands = lock(&self.commands);
+            self.stop.store(true, Ordering::Release);
+        }
         Some(thread.join())
+    }
+
+    /// Whether the engine thread has been stopped ([`SinkHandle::stop`]).
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Stops the thread after its current cycle and finishes the backend (finalising a WAV
+    /// file, closing the PCM), without dropping the streams: every stream it carried or had
+    /// queued is retired and waits in [`SinkHandle::collect_retired`] (so the control side can
+    /// move them elsewhere). Blocks for up to one cycle plus the backend's finish. Stopping
+    /// twice is not an error.
+    pub fn stop(&self) -> Result<(), EngineError> {
+        self.joined(self.stop_and_join())
     }
 
     /// Stops the thread after its current cycle, finishes the backend (finalising a WAV file)
     /// and drops every stream still attached.
-    pub fn shutdown(mut self) -> Result<(), EngineError> {
+    pub fn shutdown(self) -> Result<(), EngineError> {
         let res = self.stop_and_join();
         drop(self.collect_retired());
+        self.joined(res)
+    }
+
+    fn joined(
+        &self,
+        res: Option<std::thread::Result<Result<(), BackendError>>>,
+    ) -> Result<(), EngineError> {
         match res {
             None | Some(Ok(Ok(()))) => Ok(()),
             Some(Ok(Err(source))) => Err(EngineError::Backend {
@@ -905,6 +1132,12 @@ struct Engine {
     out: Vec<u8>,
     /// Whether the device works (see the module doc on faults).
     available: bool,
+    /// Device gain at the end of the last cycle.
+    dev_gain: f32,
+    /// Whether the backend's I/O call waits for the device (its time is then not work).
+    device_clock: bool,
+    /// Time the last cycle spent in the backend's I/O call, ns.
+    io_ns: u64,
     io: Io,
 }
 
@@ -937,6 +1170,7 @@ fn play(
     if sh.corked() {
         slot.playing = false;
         sh.set_peak(0.0);
+        sh.set_rms(0.0);
         return Ok(());
     }
     let draining = sh.draining();
@@ -945,12 +1179,14 @@ fn play(
             slot.playing = true;
         } else {
             sh.set_peak(0.0);
+            sh.set_rms(0.0);
             return Ok(());
         }
     }
     let n = avail.min(quantum as u64) as usize;
     let target = sh.target_gain();
     let mut peak = 0.0;
+    let mut energy = 0.0;
     if n > 0 {
         let ch = usize::from(s.spec.channels);
         let raw = &mut scratch.bytes[..n * s.spec.frame_bytes()];
@@ -967,6 +1203,7 @@ fn play(
         if start != 0.0 || target != 0.0 {
             let step = (target - start) / quantum as f32;
             peak = mix::mix_ramped(&mut mix[..n * sink_ch], src, sink_ch, start, step);
+            energy = mix::sum_squares_ramped(src, sink_ch, start, step);
         }
         slot.read += n as u64;
         // Cannot fail: add_playback checked the mapping is writable.
@@ -975,6 +1212,7 @@ fn play(
         wake(&s.wake);
     }
     sh.set_peak(peak);
+    sh.set_rms(mix::rms(energy, quantum * sink_ch));
     slot.gain = target;
     if n < quantum {
         slot.playing = false;
@@ -990,7 +1228,7 @@ fn capture(
     slot: &mut RecordSlot,
     quantum: usize,
     sink_ch: usize,
-    peak: f32,
+    (peak, rms): (f32, f32),
     scratch: &mut Scratch,
     mix: &[f32],
 ) {
@@ -1013,6 +1251,7 @@ fn capture(
         let _ = s.ring.store_write(slot.write);
         s.shared.frames.fetch_add(quantum as u64, Ordering::Relaxed);
         s.shared.set_peak(peak);
+        s.shared.set_rms(rms);
         wake(&s.wake);
     }
 }
@@ -1038,6 +1277,7 @@ impl Engine {
             Io::Out(b) => b.clock(),
             Io::In(b) => b.clock(),
         } == Clock::Device;
+        self.device_clock = device_clock;
         let mut start = timer::now_ns();
         let mut n: u64 = 0;
         let mut timer_paced = !device_clock;
@@ -1063,11 +1303,14 @@ impl Engine {
                 }
             }
             let t0 = timer::now_ns();
+            self.io_ns = 0;
             self.cycle();
-            let dt = timer::now_ns().saturating_sub(t0);
-            self.shared.last_cycle_ns.store(dt, Ordering::Relaxed);
-            self.shared.max_cycle_ns.fetch_max(dt, Ordering::Relaxed);
-            self.shared.cycles.fetch_add(1, Ordering::Relaxed);
+            let mut dt = timer::now_ns().saturating_sub(t0);
+            if self.device_clock {
+                // The device wait is inside the backend call: it is not work.
+                dt = dt.saturating_sub(self.io_ns);
+            }
+            self.shared.record_cycle(dt);
             n += 1;
         }
         // ---- loop over: hand everything back, then finish the backend (may block) ----
@@ -1184,14 +1427,23 @@ impl Engine {
         if !self.available {
             self.poll_device();
         }
+        let suspended = self.shared.suspended();
         if matches!(self.io, Io::In(_)) {
-            self.capture_cycle();
+            self.capture_cycle(suspended);
             return;
         }
         let (q, ch) = (self.quantum, self.sink_ch);
         self.mix.fill(0.0);
         let mut i = 0;
         while i < self.playback.len() {
+            if suspended {
+                // Nothing is consumed: the stream keeps its position and counts no underrun.
+                let sh = &self.playback[i].stream.shared;
+                sh.set_peak(0.0);
+                sh.set_rms(0.0);
+                i += 1;
+                continue;
+            }
             let res = play(
                 &mut self.playback[i],
                 q,
@@ -1207,35 +1459,59 @@ impl Engine {
                 self.retire(Retired::Playback(slot.stream));
             }
         }
-        let peak = mix::clamp_peak(&mut self.mix);
-        self.shared.peak.store(peak.to_bits(), Ordering::Relaxed);
+        let (peak, rms) = self.device_gain_and_meters();
         convert::encode_into(self.spec.format, &self.mix, &mut self.out);
         if let (true, Io::Out(b)) = (self.available, &mut self.io) {
+            let t = timer::now_ns();
             let res = b.write(&self.out);
+            self.io_ns = timer::now_ns().saturating_sub(t);
             let dropped = b.dropped_bytes();
             self.fault(res);
             self.shared
                 .backend_dropped_bytes
                 .store(dropped, Ordering::Relaxed);
         }
-        for slot in &mut self.record {
-            capture(slot, q, ch, peak, &mut self.scratch, &self.mix);
+        if !suspended {
+            for slot in &mut self.record {
+                capture(slot, q, ch, (peak, rms), &mut self.scratch, &self.mix);
+            }
         }
         self.flush_retired();
     }
 
-    /// A source's cycle: read one quantum, decode it, feed the record streams. Nothing is
-    /// written to the record streams while the device is unavailable (they pause).
-    fn capture_cycle(&mut self) {
+    /// Applies the device's volume and mute to `mix` (ramped over the cycle from the last
+    /// cycle's gain), clamps it, and publishes and returns its peak and RMS.
+    fn device_gain_and_meters(&mut self) -> (f32, f32) {
+        let target = self.shared.target_gain();
+        let start = self.dev_gain;
+        if start != 1.0 || target != 1.0 {
+            let step = (target - start) / self.quantum as f32;
+            mix::scale_ramped(&mut self.mix, self.sink_ch, start, step);
+        }
+        self.dev_gain = target;
+        let peak = mix::clamp_peak(&mut self.mix);
+        let rms = mix::rms(mix::sum_squares(&self.mix), self.mix.len());
+        self.shared.peak.store(peak.to_bits(), Ordering::Relaxed);
+        self.shared.rms.store(rms.to_bits(), Ordering::Relaxed);
+        (peak, rms)
+    }
+
+    /// A source's cycle: read one quantum, decode it, apply the device gain, feed the record
+    /// streams. Nothing is written to the record streams while the device is unavailable (they
+    /// pause) or suspended (the device is still read, so it does not overrun).
+    fn capture_cycle(&mut self, suspended: bool) {
         let (q, ch) = (self.quantum, self.sink_ch);
         if !self.available {
             self.shared.peak.store(0f32.to_bits(), Ordering::Relaxed);
+            self.shared.rms.store(0f32.to_bits(), Ordering::Relaxed);
             self.flush_retired();
             return;
         }
         let res = match &mut self.io {
             Io::In(b) => {
+                let t = timer::now_ns();
                 let res = b.read(&mut self.out);
+                self.io_ns = timer::now_ns().saturating_sub(t);
                 let dropped = b.dropped_bytes();
                 self.shared
                     .backend_dropped_bytes
@@ -1249,14 +1525,17 @@ impl Engine {
             self.flush_retired();
             return;
         }
+        if suspended {
+            self.dev_gain = self.shared.target_gain();
+            self.shared.peak.store(0f32.to_bits(), Ordering::Relaxed);
+            self.shared.rms.store(0f32.to_bits(), Ordering::Relaxed);
+            self.flush_retired();
+            return;
+        }
         convert::decode_into(self.spec.format, &self.out, &mut self.mix);
-        let peak = self
-            .mix
-            .iter()
-            .fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
-        self.shared.peak.store(peak.to_bits(), Ordering::Relaxed);
+        let (peak, rms) = self.device_gain_and_meters();
         for slot in &mut self.record {
-            capture(slot, q, ch, peak, &mut self.scratch, &self.mix);
+            capture(slot, q, ch, (peak, rms), &mut self.scratch, &self.mix);
         }
         self.flush_retired();
     }

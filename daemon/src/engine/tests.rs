@@ -702,3 +702,294 @@ fn device_clock_paces_the_engine_and_an_outage_falls_back_to_the_timer() {
     drop(tx);
     h.shutdown().unwrap();
 }
+
+// ---- device controls, RMS meters and cycle statistics ----
+
+/// Writes `frames` frames of constant `v` (f32 mono) into a client ring.
+fn dc(client: &mut Client, v: f32, frames: usize) {
+    client.write(&f32_bytes(&vec![v; frames]));
+}
+
+/// Splits an f32 mono output into blocks of one quantum.
+fn blocks(out: &[f32]) -> Vec<&[f32]> {
+    out.chunks_exact(Q).collect()
+}
+
+#[test]
+fn device_volume_scales_the_mix_and_mute_ramps_to_silence_within_one_cycle() {
+    let mono = spec(SampleFormat::F32Le, 1);
+    let (h, rx) = sink("devvol", mono);
+    h.shared().set_volume(0.5);
+    wait_cycles(&h, 2); // the gain has ramped there before the stream arrives
+    assert_eq!(h.shared().volume(), 0.5);
+    let (s, mut c) = playback(1, mono, 128 * Q as u64);
+    dc(&mut c, 0.8, 128 * Q);
+    h.add_playback(s).unwrap();
+    wait_for("half the stream played", || {
+        c.shared.frames() >= 32 * Q as u64
+    });
+    h.shared().set_muted(true);
+    assert!(h.shared().muted());
+    let at_mute = c.shared.frames();
+    wait_for("a few cycles after the mute", || {
+        c.shared.frames() >= at_mute + 8 * Q as u64
+    });
+    let out = bytes_f32(&drain(&rx));
+    let bs = blocks(&out);
+    let first = bs.iter().position(|b| b[0] != 0.0).unwrap();
+    // The gain reached 0.5 long before the stream arrived: its blocks are exactly 0.4.
+    assert!(
+        bs[first].iter().all(|&x| (x - 0.4).abs() < 1e-6),
+        "{:?}",
+        &bs[first][..4]
+    );
+    let ramp = first + bs[first..].iter().position(|b| b[Q - 1] != b[0]).unwrap();
+    let r = bs[ramp];
+    assert!(
+        r[0] < 0.4 && r[0] > 0.39,
+        "the ramp starts next to 0.4: {}",
+        r[0]
+    );
+    assert!(
+        r.windows(2).all(|w| w[1] <= w[0]),
+        "the ramp falls monotonically"
+    );
+    assert!(
+        r[Q - 1].abs() < 1e-6,
+        "the ramp ends at 0 on the last frame"
+    );
+    assert!(
+        bs[ramp + 1..].iter().all(|b| b.iter().all(|&x| x == 0.0)),
+        "after the ramp cycle the muted device outputs silence"
+    );
+    assert_eq!(h.shared().peak(), 0.0);
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn device_gain_applies_before_clamping() {
+    let mono = spec(SampleFormat::F32Le, 1);
+    let (h, rx) = sink("clamp", mono);
+    h.shared().set_volume(4.0);
+    wait_cycles(&h, 2); // the gain has ramped there before the stream arrives
+    let (s, mut c) = playback(1, mono, 64 * Q as u64);
+    dc(&mut c, 0.1, 4 * Q);
+    dc(&mut c, 0.5, 4 * Q);
+    h.add_playback(s).unwrap();
+    wait_for("stream played", || c.shared.frames() == 8 * Q as u64);
+    wait_cycles(&h, 2);
+    let out = bytes_f32(&drain(&rx));
+    let played: Vec<f32> = out.into_iter().filter(|&x| x != 0.0).collect();
+    assert_eq!(played.len(), 8 * Q);
+    assert!(played[..4 * Q].iter().all(|&x| (x - 0.4).abs() < 1e-6));
+    // 0.5 * 4 = 2.0, clamped after the gain.
+    assert!(played[4 * Q..].iter().all(|&x| x == 1.0));
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn suspended_sink_consumes_nothing_writes_silence_and_resumes_where_it_was() {
+    let mono = spec(SampleFormat::F32Le, 1);
+    let (h, rx) = sink("suspend", mono);
+    let (rec, r) = record(2, mono, 1024 * Q as u64, false);
+    h.add_record(rec).unwrap();
+    let (s, mut c) = playback(1, mono, 64 * Q as u64);
+    dc(&mut c, 0.5, 64 * Q);
+    h.add_playback(s).unwrap();
+    wait_for("some frames played", || c.shared.frames() >= 4 * Q as u64);
+    h.shared().set_suspended(true);
+    assert!(h.shared().suspended());
+    wait_cycles(&h, 2); // the suspension is in force from the next cycle at the latest
+    let (frozen, recorded) = (c.shared.frames(), r.shared.frames());
+    drop(drain(&rx));
+    wait_cycles(&h, 10);
+    assert_eq!(
+        c.shared.frames(),
+        frozen,
+        "a suspended sink consumes nothing"
+    );
+    assert_eq!(r.shared.frames(), recorded, "its monitor delivers nothing");
+    assert_eq!(c.shared.underruns(), 0, "holding still is no underrun");
+    let out = bytes_f32(&drain(&rx));
+    assert!(out.len() >= 8 * Q, "the backend keeps its clock");
+    assert!(out.iter().all(|&x| x == 0.0), "and gets silence");
+    assert_eq!(h.shared().peak(), 0.0);
+    assert_eq!(c.shared.peak(), 0.0);
+    h.shared().set_suspended(false);
+    wait_for("playing again", || c.shared.frames() > frozen);
+    wait_for("recording again", || r.shared.frames() > recorded);
+    wait_for("the rest played", || c.shared.frames() == 64 * Q as u64);
+    assert_eq!(c.shared.underruns(), 0);
+    h.shutdown().unwrap();
+}
+
+/// A capture device that reads a constant f32 value.
+struct ConstSource(f32);
+
+impl CaptureBackend for ConstSource {
+    fn read(&mut self, data: &mut [u8]) -> Result<(), BackendError> {
+        for c in data.chunks_exact_mut(4) {
+            c.copy_from_slice(&self.0.to_le_bytes());
+        }
+        Ok(())
+    }
+    fn name(&self) -> &'static str {
+        "const"
+    }
+}
+
+#[test]
+fn source_applies_its_gain_and_delivers_nothing_while_suspended() {
+    let mono = spec(SampleFormat::F32Le, 1);
+    let h = SinkHandle::spawn_source(params("src", mono, 4), Box::new(ConstSource(0.25))).unwrap();
+    h.shared().set_volume(2.0);
+    wait_cycles(&h, 2);
+    let (rec, r) = record(1, mono, 1024 * Q as u64, false);
+    h.add_record(rec).unwrap();
+    wait_for("recorded", || r.shared.frames() >= 2 * Q as u64);
+    h.shared().set_suspended(true);
+    wait_cycles(&h, 2);
+    let frozen = r.shared.frames();
+    wait_cycles(&h, 10);
+    assert_eq!(
+        r.shared.frames(),
+        frozen,
+        "a suspended source delivers nothing"
+    );
+    assert_eq!(h.shared().rms(), 0.0);
+    let got = bytes_f32(&r.read_all());
+    assert!(
+        got.iter().all(|&x| (x - 0.5).abs() < 1e-6),
+        "gain 2.0 applied"
+    );
+    assert!((r.shared.rms() - 0.5).abs() < 1e-6);
+    h.shared().set_suspended(false);
+    wait_for("delivering again", || r.shared.frames() > frozen);
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn rms_meters_of_streams_and_sink() {
+    let mono = spec(SampleFormat::F32Le, 1);
+    let (h, _rx) = sink("rms", mono);
+    let (s, mut c) = playback(1, mono, 256 * Q as u64);
+    c.shared.set_volume(0.5);
+    // A ±0.8 square wave: RMS 0.8 before gain, 0.4 after, over any whole quantum.
+    let square: Vec<f32> = (0..256 * Q)
+        .map(|i| if i % 2 == 0 { 0.8 } else { -0.8 })
+        .collect();
+    c.write(&f32_bytes(&square));
+    h.add_playback(s).unwrap();
+    wait_for("stream and sink meters", || {
+        (c.shared.rms() - 0.4).abs() < 1e-5 && (h.shared().rms() - 0.4).abs() < 1e-5
+    });
+    assert!((c.shared.peak() - 0.4).abs() < 1e-6);
+    c.shared.set_corked(true);
+    wait_for("a corked stream's meter falls to 0", || {
+        c.shared.rms() == 0.0
+    });
+    wait_for("and so does the sink's", || h.shared().rms() == 0.0);
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn rms_kernels_agree_with_the_definition() {
+    let mut rng = Rng(3);
+    let v: Vec<f32> = (0..1001).map(|_| rng.f32(1.0)).collect();
+    let direct: f32 = v.iter().map(|x| x * x).sum();
+    assert!((mix::sum_squares(&v) - direct).abs() < 1e-3);
+    let (start, step) = (0.2f32, 0.001f32);
+    let ramped: f32 = v
+        .iter()
+        .enumerate()
+        .map(|(f, x)| {
+            let g = start + step * (f + 1) as f32;
+            x * x * g * g
+        })
+        .sum();
+    assert!((mix::sum_squares_ramped(&v, 1, start, step) - ramped).abs() < 1e-3);
+    assert_eq!(mix::rms(0.0, 0), 0.0);
+    assert!((mix::rms(4.0, 4) - 1.0).abs() < 1e-7);
+    let mut buf = vec![1.0f32; 8];
+    mix::scale_ramped(&mut buf, 2, 1.0, -0.25);
+    assert_eq!(buf, vec![0.75, 0.75, 0.5, 0.5, 0.25, 0.25, 0.0, 0.0]);
+}
+
+#[test]
+fn cycle_histogram_buckets_are_ordered_and_bound_their_values() {
+    assert_eq!(cycle_bucket(0), 0);
+    assert_eq!(cycle_bucket(u64::MAX), CYCLE_BUCKETS - 1);
+    let mut last = 0;
+    for ns in (0..40).map(|k| 1u64 << k) {
+        let b = cycle_bucket(ns);
+        assert!(b >= last, "buckets grow with the duration");
+        last = b;
+        if b < CYCLE_BUCKETS - 1 {
+            assert!(
+                cycle_bucket_upper_ns(b) >= ns as f64,
+                "{ns} ns is below its bucket's top"
+            );
+        }
+        if b > 0 {
+            assert!(cycle_bucket_upper_ns(b - 1) <= ns as f64 * 1.0001);
+        }
+    }
+    let s = SinkShared::new(1_000_000);
+    assert_eq!(s.cycle_stats(), CycleStats::default());
+    for _ in 0..99 {
+        s.record_cycle(1_000);
+    }
+    s.record_cycle(1_000_000);
+    let st = s.cycle_stats();
+    assert_eq!(st.cycles, 100);
+    assert!((st.mean_us - (99.0 * 1.0 + 1000.0) / 100.0).abs() < 1e-9);
+    assert_eq!(st.max_us, 1000.0);
+    assert!(
+        st.p99_us >= 1.0 && st.p99_us < 1.3,
+        "p99 {} is the 1 µs bucket",
+        st.p99_us
+    );
+    for _ in 0..2 {
+        s.record_cycle(1_000_000);
+    }
+    assert!(
+        s.cycle_stats().p99_us == 1000.0,
+        "3% slow cycles put the p99 there"
+    );
+    assert_eq!(s.budget_us(), 1000.0);
+}
+
+#[test]
+fn a_running_engine_publishes_cycle_stats_and_its_budget() {
+    let (h, _rx) = sink("stats", spec(SampleFormat::S16Le, 2));
+    wait_cycles(&h, 20);
+    let st = h.shared().cycle_stats();
+    assert!(st.cycles >= 20);
+    assert!(st.mean_us > 0.0 && st.mean_us <= st.max_us);
+    assert!(st.p99_us > 0.0 && st.p99_us <= st.max_us);
+    let budget = Q as f64 * 1e6 / f64::from(RATE);
+    assert!((h.shared().budget_us() - budget).abs() < 0.01);
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn a_stopped_engine_hands_its_streams_back_and_refuses_new_ones() {
+    let mono = spec(SampleFormat::F32Le, 1);
+    let (h, _rx) = sink("stop", mono);
+    let (s, c) = playback(1, mono, 4 * Q as u64);
+    h.add_playback(s).unwrap();
+    h.stop().unwrap();
+    assert!(h.stopped());
+    h.stop().unwrap();
+    let back = h.collect_retired();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].id(), 1);
+    assert!(back[0].shared().ended().is_none(), "handed back, not ended");
+    let (s2, _c2) = playback(2, mono, 4 * Q as u64);
+    assert!(matches!(
+        h.add_playback(s2),
+        Err(EngineError::Stopped { .. })
+    ));
+    drop((back, c));
+    h.shutdown().unwrap();
+}
