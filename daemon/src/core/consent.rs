@@ -51,7 +51,9 @@ pub(super) struct Consents {
     /// Open prompts.
     asks: BTreeMap<u64, Ask>,
     /// Set by `decide` when a check of `client` ended in `ask`; taken by `handle`.
-    wanted: HashMap<ClientId, (Action, String)>,
+    pub(super) wanted: HashMap<ClientId, (Action, String)>,
+    /// Audit lines for administrator subscribers (see `streams`).
+    pub(super) decisions: super::streams::DecisionOutbox,
     /// Connections subscribed as prompt agents.
     agents: BTreeSet<ClientId>,
 }
@@ -75,6 +77,7 @@ impl Consents {
             asks: BTreeMap::new(),
             wanted: HashMap::new(),
             agents: BTreeSet::new(),
+            decisions: Default::default(),
         })
     }
 
@@ -99,6 +102,12 @@ impl Consents {
         if let Err(e) = log.append(&rec) {
             tracing::error!("audit log: {e}");
         }
+        self.decisions.record(&rec);
+    }
+
+    /// The audit log's current file, if the server keeps one (it has a state directory).
+    pub(super) fn audit_path(&self) -> Option<std::path::PathBuf> {
+        self.audit.as_ref().map(|a| a.path().to_path_buf())
     }
 }
 
@@ -408,7 +417,11 @@ impl Core {
 
     /// Control-plane requests: prompts and grants. Administrators only.
     pub(super) fn control(&self, client: ClientId, req: Request) -> Result<Reply, WireError> {
-        {
+        if matches!(req, Request::ListPrompts | Request::ListGrants) {
+            // Reads are checked without an audit line, so a console polling them does not
+            // flood the audit log; acts are audited.
+            self.may_read(client, Action::ManageConsent)?;
+        } else {
             let mut reg = self.reg();
             self.authorize(&mut reg, client, Action::ManageConsent, &Object::Server)?;
         }
@@ -579,6 +592,7 @@ impl Core {
             if decision != Decision::Allow {
                 if let Some(s) = reg.streams.remove(&id) {
                     self.detach(&s, id);
+                    self.stream_removed(&mut reg, id, &s);
                 }
                 let error = err(
                     ErrorKind::Denied,
@@ -593,6 +607,81 @@ impl Core {
             }
         }
         Ok(Reply::Ok)
+    }
+}
+
+impl Core {
+    /// Adds an always grant on an administrator's behalf (`sgctl grant`), audited.
+    pub(super) fn add_grant(
+        &self,
+        admin: ClientId,
+        g: (u32, String, Action, Option<String>, bool),
+    ) -> Result<GrantInfo, WireError> {
+        let (uid, app_id, action, target, allow) = g;
+        let (subject, pid) = {
+            let reg = self.reg();
+            let c = reg
+                .clients
+                .get(&admin)
+                .ok_or_else(|| err(ErrorKind::Protocol, "unknown client"))?;
+            (c.subject.clone(), c.identity.pid)
+        };
+        let by = format!("admin pid {pid} uid {}", subject.uid);
+        let mut c = self.consents();
+        let grant = c
+            .grants
+            .add(GrantNew {
+                uid,
+                app_id,
+                action,
+                target,
+                allow,
+                scope: GrantScope::Always,
+                client: None,
+                by: by.clone(),
+            })
+            .map_err(|e| match e {
+                super::grants::GrantError::Invalid(m) => err(ErrorKind::Invalid, m),
+                e => err(ErrorKind::Internal, format!("recording the grant: {e}")),
+            })?;
+        let object = grant.target.clone().unwrap_or_else(|| "*".into());
+        let decision = if allow { "grant:allow" } else { "grant:deny" };
+        let note_by = format!("{by}, grant {}", grant.id);
+        c.audit(
+            &subject,
+            pid,
+            Note {
+                action: action.name(),
+                object: &object,
+                decision,
+                reason: None,
+                by: &note_by,
+            },
+        );
+        Ok(grant_info(&grant))
+    }
+
+    /// Appends an administrator's act (`kill`) to the audit log.
+    pub(super) fn audit_admin_act(&self, admin: ClientId, action: &str, object: &str) {
+        let (subject, pid) = {
+            let reg = self.reg();
+            let Some(c) = reg.clients.get(&admin) else {
+                return;
+            };
+            (c.subject.clone(), c.identity.pid)
+        };
+        let by = format!("admin pid {pid} uid {}", subject.uid);
+        self.consents().audit(
+            &subject,
+            pid,
+            Note {
+                action,
+                object,
+                decision: "done",
+                reason: None,
+                by: &by,
+            },
+        );
     }
 }
 

@@ -27,14 +27,23 @@ use std::sync::Mutex;
 pub struct DevState {
     /// A capture source (not a sink).
     pub source: bool,
-    /// The default capture source.
-    pub default_source: bool,
+    /// The default capture source (changed at run time by `SetDefaultSource`).
+    pub default_source: AtomicBool,
     /// Availability as last handled by the core.
     pub seen_available: AtomicBool,
     /// Xruns already logged.
     pub logged_xruns: AtomicU64,
+    /// Xruns already sent to subscribers (see `streams`).
+    pub published_xruns: AtomicU64,
     /// Why it is unavailable.
     pub detail: Mutex<Option<String>>,
+}
+
+impl DevState {
+    /// Whether this is the default capture source.
+    pub fn is_default_source(&self) -> bool {
+        self.default_source.load(Ordering::Relaxed)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -123,7 +132,7 @@ pub(crate) fn open(sc: &SinkConfig, source: bool, config: &Config) -> Result<Sin
         handle,
         dev: DevState {
             source,
-            default_source: source && sc.default,
+            default_source: AtomicBool::new(source && sc.default),
             seen_available: AtomicBool::new(true),
             ..DevState::default()
         },
@@ -170,9 +179,9 @@ pub(crate) fn open_all(config: &Config) -> Result<(Vec<Sink>, Option<String>), C
         out.push(open(&null, false, config)?);
     }
     // Exactly one default source, if any: the marked one, else the first.
-    if !out.iter().any(|s| s.dev.default_source) {
+    if !out.iter().any(|s| s.dev.is_default_source()) {
         if let Some(s) = out.iter_mut().find(|s| s.dev.source) {
-            s.dev.default_source = true;
+            s.dev.default_source.store(true, Ordering::Relaxed);
         }
     }
     Ok((out, notice))
@@ -252,7 +261,7 @@ impl Core {
     pub(crate) fn default_source_name(&self) -> Option<String> {
         self.sinks
             .iter()
-            .find(|s| s.dev.default_source)
+            .find(|s| s.dev.is_default_source())
             .map(|s| s.name.clone())
     }
 
@@ -289,9 +298,9 @@ impl Core {
             spec: s.handle.spec(),
             quantum: s.handle.quantum(),
             is_default: default,
-            suspended: false,
-            volume: 1.0,
-            muted: false,
+            suspended: sh.suspended(),
+            volume: sh.volume(),
+            muted: sh.muted(),
             monitor_of: monitor.then(|| s.name.clone()),
             state: if available || monitor {
                 DeviceState::Running
@@ -335,6 +344,7 @@ impl Core {
         if before && !now {
             let why = nix::errno::Errno::from_raw(sh.last_errno()).desc();
             *lock(&sink.dev.detail) = Some(format!("device error: {why}; retrying"));
+            self.device_changed(reg, index);
             if sink.dev.source {
                 tracing::error!(
                     "{what} {} is unavailable ({why}); its record streams pause until it is back",
@@ -358,7 +368,7 @@ impl Core {
                         self.sinks[t].name
                     );
                     for id in moving {
-                        self.start_move(reg, id, t);
+                        let _ = self.start_move(reg, id, t); // a failure is logged
                     }
                 }
                 None => tracing::error!(
@@ -369,6 +379,7 @@ impl Core {
             }
         } else if !before && now {
             *lock(&sink.dev.detail) = None;
+            self.device_changed(reg, index);
             let homecoming: Vec<u32> = reg
                 .streams
                 .iter()
@@ -381,25 +392,35 @@ impl Core {
                 homecoming.len()
             );
             for id in homecoming {
-                self.start_move(reg, id, index);
+                let _ = self.start_move(reg, id, index); // a failure is logged
             }
         }
     }
 
-    /// Points stream `id` at sink `to` and asks its current engine to let go of it.
-    fn start_move(&self, reg: &mut super::Registry, id: u32, to: usize) {
+    /// Points stream `id` at sink `to` and asks its current engine to let go of it. When that
+    /// engine's command queue is full nothing changes and the error is returned (and logged).
+    pub(super) fn start_move(
+        &self,
+        reg: &mut super::Registry,
+        id: u32,
+        to: usize,
+    ) -> Result<(), crate::engine::EngineError> {
         let Some(s) = reg.streams.get_mut(&id) else {
-            return;
+            return Ok(());
         };
         let from = s.sink;
         if from == to {
-            return;
+            return Ok(());
         }
-        s.sink = to;
-        s.device = self.sinks[to].name.clone();
         if let Err(e) = self.sinks[from].handle.remove(id) {
             tracing::error!(stream = id, "could not move stream: {e}");
+            return Err(e);
         }
+        s.sink = to;
+        s.device = super::streams::device_name(&self.sinks[to], s.direction);
+        reg.moving.insert(id);
+        self.stream_changed(reg, id);
+        Ok(())
     }
 
     /// A stream the engine handed back while its entry points elsewhere: add it there. On
@@ -411,6 +432,7 @@ impl Core {
     ) -> Option<crate::engine::Retired> {
         use crate::engine::Retired;
         let id = stream.id();
+        reg.moving.remove(&id);
         let Some(entry) = reg.streams.get(&id) else {
             return Some(stream);
         };
@@ -426,7 +448,9 @@ impl Core {
             }
             Err(e) => {
                 let owner = entry.owner;
-                reg.streams.remove(&id);
+                if let Some(s) = reg.streams.remove(&id) {
+                    self.stream_removed(reg, id, &s);
+                }
                 tracing::warn!(stream = id, "could not move stream to {}: {e}", target.name);
                 let error = WireError::new(
                     ErrorKind::Busy,

@@ -122,6 +122,8 @@ struct ClientEntry {
     label: String,
     events: Option<mpsc::Sender<ServerMsg>>,
     denials_logged: u32,
+    /// Receives stream, device (and, for admins, client) events (see [`streams`]).
+    subscribed: bool,
 }
 
 #[derive(Debug)]
@@ -149,6 +151,10 @@ struct Registry {
     default_sink: Option<usize>,
     next_client: ClientId,
     next_stream: StreamId,
+    /// Every client's cached samples and the sample plays in progress (see [`samples`]).
+    samples: samples::SampleCache,
+    /// Streams handed back by their engine and not yet landed on the next (see [`devices`]).
+    moving: std::collections::BTreeSet<StreamId>,
 }
 
 /// The core. Shared by all connection tasks (`Arc<Core>`).
@@ -162,6 +168,8 @@ pub struct Core {
     consent: Mutex<consent::Consents>,
     /// For the server info (e.g. "no sound card found").
     notice: Option<String>,
+    /// Start time and meter subscriptions (see [`control`]).
+    control: control::ControlState,
 }
 
 impl Core {
@@ -199,6 +207,7 @@ impl Core {
                 consent::Consents::open(None, DEFAULT_PROMPT_TIMEOUT).map_err(CoreError::State)?,
             ),
             notice,
+            control: control::ControlState::new(),
         })
     }
 
@@ -274,8 +283,10 @@ impl Core {
                 label: label.to_string(),
                 events: Some(events),
                 denials_logged: 0,
+                subscribed: false,
             },
         );
+        self.client_added(&mut reg, id);
         Ok(id)
     }
 
@@ -286,6 +297,7 @@ impl Core {
         let Some(entry) = reg.clients.remove(&client) else {
             return;
         };
+        reg.samples.forget(client);
         let mine: Vec<StreamId> = reg
             .streams
             .iter()
@@ -295,8 +307,10 @@ impl Core {
         for id in &mine {
             if let Some(s) = reg.streams.remove(id) {
                 self.detach(&s, *id);
+                self.stream_removed(&mut reg, *id, &s);
             }
         }
+        self.client_removed(&mut reg, client);
         tracing::info!(client, pid = entry.identity.pid, label = %entry.label, streams = mine.len(), "client disconnected");
     }
 
@@ -339,6 +353,7 @@ impl Core {
                         client = s.owner,
                         "ended stream: ring index out of range"
                     );
+                    self.stream_removed(&mut reg, id, &s);
                     let error = err(
                         ErrorKind::Protocol,
                         format!("stream {id} was ended: its ring's write index was out of range"),
@@ -365,6 +380,7 @@ impl Core {
     /// Reports new underruns to the owners of streams. Called periodically.
     pub fn tick(&self) {
         self.log_device_counters();
+        self.samples_tick();
         let mut reg = self.reg();
         let mut events = Vec::new();
         for (id, s) in reg.streams.iter_mut() {
@@ -383,6 +399,7 @@ impl Core {
         for (owner, ev) in events {
             Self::send_event(&mut reg, owner, ev);
         }
+        self.publish_tick(&mut reg);
     }
 
     fn send_event(reg: &mut Registry, client: ClientId, ev: Event) {
@@ -495,18 +512,21 @@ impl Core {
                     s.shared.set_volume(volume);
                     Ok(Reply::Ok)
                 })
+                .inspect(|_| self.stream_changed_now(stream))
                 .into(),
             Request::SetMute { stream, muted } => self
                 .with_own_stream(client, stream, |s| {
                     s.shared.set_muted(muted);
                     Ok(Reply::Ok)
                 })
+                .inspect(|_| self.stream_changed_now(stream))
                 .into(),
             Request::Cork { stream, corked } => self
                 .with_own_stream(client, stream, |s| {
                     s.shared.set_corked(corked);
                     Ok(Reply::Ok)
                 })
+                .inspect(|_| self.stream_changed_now(stream))
                 .into(),
             Request::Drain { stream } => self
                 .with_own_stream(client, stream, |s| {
@@ -575,7 +595,7 @@ impl Core {
     ) -> DeviceInfo {
         let is_default = match kind {
             DeviceKind::Sink => default == Some(i),
-            DeviceKind::Capture => self.sinks[i].dev.default_source,
+            DeviceKind::Capture => self.sinks[i].dev.is_default_source(),
             DeviceKind::Monitor => false,
         };
         self.device_info_of(i, kind, is_default)
@@ -704,6 +724,7 @@ impl Core {
         let mut reg = self.reg();
         if let Some(s) = reg.streams.remove(&stream) {
             self.detach(&s, stream);
+            self.stream_removed(&mut reg, stream, &s);
         }
         Ok(Reply::Ok)
     }
@@ -714,7 +735,10 @@ impl Core {
         let index = self
             .find_sink(name)
             .ok_or_else(|| err(ErrorKind::NotFound, format!("no sink named {name}")))?;
-        reg.default_sink = Some(index);
+        let old = reg.default_sink.replace(index);
+        for i in old.into_iter().chain([index]) {
+            self.device_changed(&mut reg, i);
+        }
         tracing::info!(client, sink = name, "default sink changed");
         Ok(Reply::Ok)
     }
@@ -827,6 +851,16 @@ impl Core {
             Action::Play,
             &Object::Sink { name: &sink.name },
         )?;
+        if exclusive {
+            let name = &sink.name;
+            self.authorize(
+                &mut reg,
+                client,
+                Action::Passthrough,
+                &Object::Sink { name },
+            )?;
+        }
+        self.check_exclusive(&reg, index, client, exclusive)?;
         self.check_quota(&reg, client)?;
         self.check_geometry(sink, &spec, capacity, 2, self.limits.max_latency_ms)?;
         check_volume(volume)?;
@@ -877,6 +911,7 @@ impl Core {
             exclusive,
         };
         reg.streams.insert(id, entry);
+        self.stream_added(&mut reg, id);
         Ok(Reply::StreamCreated {
             stream: id,
             spec,
@@ -960,6 +995,7 @@ impl Core {
             exclusive: false,
         };
         reg.streams.insert(id, entry);
+        self.stream_added(&mut reg, id);
         let reply = Reply::StreamCreated {
             stream: id,
             spec,
