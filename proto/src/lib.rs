@@ -11,6 +11,7 @@ pub mod convert;
 pub mod format;
 pub mod resample;
 pub mod ring;
+pub mod samples;
 pub mod shm;
 pub mod sock;
 pub mod wire;
