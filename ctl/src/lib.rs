@@ -2,7 +2,8 @@
 //!
 //! - [`sgcat`]: the command line and the work of `sgcat` (play and record);
 //! - [`audio`]: WAV/FLAC/raw PCM input and WAV/raw PCM output;
-//! - [`exit`]: one error line and an exit code from the server's error kind, for every tool.
+//! - [`exit`]: one error line and an exit code from the server's error kind, for every tool;
+//! - [`sgctl`]: the command line and the work of `sgctl` (administration).
 //!
 //! **Architecture invariant:** this crate talks to the server only through
 //! `soundgate_proto::client`; it never depends on the daemon.
@@ -12,5 +13,6 @@
 pub mod audio;
 pub mod exit;
 pub mod sgcat;
+pub mod sgctl;
 
 use soundgate_proto::client;

@@ -139,7 +139,19 @@ impl Conn {
         self.next_id = self.next_id.wrapping_add(1).max(1);
         let id = self.next_id;
         let bytes = wire::encode(&ClientMsg { id, req })?;
-        self.sock.send(&bytes, fds)?;
+        if let Err(e) = self.sock.send(&bytes, fds) {
+            // A server that refused us (at accept) said why before hanging up.
+            if let Ok(got) = self.sock.try_recv(&mut self.buf) {
+                if let Ok(ServerMsg::Reply {
+                    id: 0,
+                    result: Err(reason),
+                }) = wire::decode::<ServerMsg>(&self.buf[..got.len])
+                {
+                    return Err(ClientError::Server(reason));
+                }
+            }
+            return Err(e.into());
+        }
         loop {
             let got = self.sock.recv(&mut self.buf)?;
             let msg: ServerMsg = wire::decode(&self.buf[..got.len])?;
@@ -152,6 +164,11 @@ impl Conn {
                 }
             }
             if let Some((rid, result)) = self.dispatch(msg) {
+                // Id 0: the server refused the connection or a datagram it could not read,
+                // and hangs up; its reason is the answer.
+                if let (0, Err(e)) = (rid, &result) {
+                    return Err(ClientError::Server(e.clone()));
+                }
                 if rid != id {
                     return Err(ClientError::Protocol(format!(
                         "reply to {rid} while waiting for {id}"

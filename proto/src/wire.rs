@@ -598,6 +598,7 @@ mod tests {
                 volume: 0.5,
                 muted: false,
                 corked: false,
+                exclusive: false,
             },
         };
         let bytes = encode(&msg).unwrap();

@@ -275,12 +275,33 @@ async fn serve_connection(core: Arc<Core>, conn: AsyncSeqPacket, socket: Socket)
             ev = events.recv() => {
                 // `None`: the core dropped our queue (we fell behind); hang up.
                 let Some(ev) = ev else { break };
-                up = send(&conn, &ev, &[]).await.is_ok();
+                up = send_event(&conn, &ev, &events).await;
             }
         }
     }
     core.disconnect(client);
     tracing::trace!(fd = conn.as_fd().as_raw_fd(), "connection task ends");
+}
+
+/// Sends one event; gives up (false) if the peer's socket stays full until the core cuts the
+/// connection off (drops its queue: it fell `EVENT_QUEUE` events behind) or the send fails.
+async fn send_event(
+    conn: &AsyncSeqPacket,
+    ev: &ServerMsg,
+    events: &mpsc::Receiver<ServerMsg>,
+) -> bool {
+    let cut_off = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if events.is_closed() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        sent = send(conn, ev, &[]) => sent.is_ok(),
+        _ = cut_off => false,
+    }
 }
 
 /// Waits for the answer to a parked request while still delivering the client's events;
@@ -330,6 +351,8 @@ pub fn spawn_housekeeping(core: &Arc<Core>) -> std::io::Result<()> {
             }
         });
     }
+    let meters = Arc::clone(core);
+    tokio::spawn(async move { meters.run_meters().await });
     let core = Arc::clone(core);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_millis(50));
