@@ -72,7 +72,7 @@ fn nothing_depends_on_the_daemon() {
 
 #[test]
 fn only_proto_knows_the_wire_encoding() {
-    let hits: Vec<String> = ["daemon", "ctl"]
+    let hits: Vec<String> = ["daemon", "ctl", "tui"]
         .iter()
         .flat_map(|d| mentions(d, &["postcard"]))
         .collect();
@@ -80,7 +80,7 @@ fn only_proto_knows_the_wire_encoding() {
         hits.is_empty(),
         "the encoding leaked out of proto: {hits:#?}"
     );
-    for manifest in ["daemon/Cargo.toml", "ctl/Cargo.toml"] {
+    for manifest in ["daemon/Cargo.toml", "ctl/Cargo.toml", "tui/Cargo.toml"] {
         let text = std::fs::read_to_string(root().join(manifest)).unwrap();
         assert!(!text.contains("postcard"), "{manifest} depends on postcard");
     }
@@ -127,7 +127,13 @@ fn the_transport_makes_no_access_decision() {
 
 #[test]
 fn tools_forbid_unsafe_code() {
-    for f in ["ctl/src/lib.rs", "ctl/src/bin/sgcat.rs"] {
+    for f in [
+        "ctl/src/lib.rs",
+        "ctl/src/bin/sgcat.rs",
+        "ctl/src/bin/sgctl.rs",
+        "tui/src/lib.rs",
+        "tui/src/main.rs",
+    ] {
         let text = std::fs::read_to_string(root().join(f)).unwrap();
         assert!(
             text.contains("#![forbid(unsafe_code)]"),
@@ -147,7 +153,7 @@ fn every_unsafe_block_is_explained() {
         "daemon/src/identity.rs",
         "daemon/src/engine/rt.rs",
     ];
-    for dir in ["proto/src", "daemon/src", "ctl/src"] {
+    for dir in ["proto/src", "daemon/src", "ctl/src", "tui/src"] {
         for f in rust_files(&root().join(dir)) {
             let rel = f
                 .strip_prefix(root())

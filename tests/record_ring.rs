@@ -101,28 +101,8 @@ fn another_user_cannot_reach_a_record_memfd_through_the_daemon() {
 
     // Through /proc, a different user cannot open the daemon's copy of the memfd, nor its mapping.
     let pid = d.pid();
-    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let target = std::fs::read_link(e.path()).ok()?;
-            target
-                .to_string_lossy()
-                .contains("soundgate-rec")
-                .then(|| e.path().to_string_lossy().to_string())
-        })
-        .collect();
-    let maps: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/map_files"))
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let target = std::fs::read_link(e.path()).ok()?;
-            target
-                .to_string_lossy()
-                .contains("soundgate-rec")
-                .then(|| e.path().to_string_lossy().to_string())
-        })
-        .collect();
+    let fds = links_to(&format!("/proc/{pid}/fd"), "soundgate-rec");
+    let maps = links_to(&format!("/proc/{pid}/map_files"), "soundgate-rec");
     assert!(!maps.is_empty(), "the daemon should map the record ring");
     if std::process::Command::new("setpriv")
         .arg("--version")
@@ -149,4 +129,19 @@ fn another_user_cannot_reach_a_record_memfd_through_the_daemon() {
         assert!(!out.status.success(), "uid 65534 read {path}");
     }
     rec.close().unwrap();
+}
+
+/// Entries of a /proc directory of symlinks whose target mentions `needle`.
+fn links_to(dir: &str, needle: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let target = std::fs::read_link(&path).ok()?;
+            target
+                .to_string_lossy()
+                .contains(needle)
+                .then(|| path.to_string_lossy().to_string())
+        })
+        .collect()
 }

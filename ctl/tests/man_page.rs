@@ -1,21 +1,15 @@
-//! The committed `man/sgcat.1` must be what the clap definition and the hand-written sections
-//! render to. `SOUNDGATE_BLESS=1 cargo test -p soundgate-ctl --test man_page` rewrites it.
+//! The committed `man/sgcat.1` and `man/sgctl.1` must be what the clap definitions and the
+//! hand-written sections render to. `SOUNDGATE_BLESS=1 cargo test -p soundgate-ctl --test
+//! man_page` rewrites them.
 
-use std::path::Path;
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-/// The hand-written sections that follow the generated ones.
-const EXTRA: &str = include_str!("../man/sgcat.extra.roff");
-/// The committed page.
-const PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../man/sgcat.1");
-
-/// clap_mangen's sections for `cmd` (NAME, SYNOPSIS, DESCRIPTION, OPTIONS, VERSION) followed by
-/// hand-written roff. (For a section-8 page: `Man::new(cmd).section("8")`.)
+/// clap_mangen's sections for `cmd` (NAME, SYNOPSIS, DESCRIPTION, OPTIONS, SUBCOMMANDS,
+/// VERSION) followed by hand-written roff.
 fn render(cmd: clap::Command, extra: &str) -> String {
     let mut out = Vec::new();
-    clap_mangen::Man::new(cmd)
-        .render(&mut out)
-        .expect("rendering to memory cannot fail");
-    let mut page = String::from_utf8(out).expect("clap_mangen writes UTF-8");
+    clap_mangen::Man::new(cmd).render(&mut out).unwrap();
+    let mut page = String::from_utf8(out).unwrap();
     if !page.ends_with('\n') {
         page.push('\n');
     }
@@ -23,16 +17,53 @@ fn render(cmd: clap::Command, extra: &str) -> String {
     page
 }
 
-#[test]
-fn man_page_is_current() {
-    let page = render(soundgate_ctl::sgcat::command(), EXTRA);
+/// Compares (or, with `SOUNDGATE_BLESS=1`, rewrites) `man/<page>`.
+fn check(page_name: &str, rendered: &str) {
+    let path = format!("{}/../man/{page_name}", env!("CARGO_MANIFEST_DIR"));
     if std::env::var_os("SOUNDGATE_BLESS").is_some_and(|v| v == "1") {
-        std::fs::write(PAGE, &page).expect("writing man/sgcat.1");
+        std::fs::write(&path, rendered).unwrap();
         return;
     }
-    let committed = std::fs::read_to_string(Path::new(PAGE)).unwrap_or_default();
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
-        committed == page,
-        "man/sgcat.1 is stale: run `SOUNDGATE_BLESS=1 cargo test -p soundgate-ctl --test man_page` and commit it"
+        committed == rendered,
+        "man/{page_name} is stale: run `SOUNDGATE_BLESS=1 cargo test -p soundgate-ctl --test man_page` and commit it"
     );
+}
+
+#[test]
+fn sgcat_man_page_is_current() {
+    check(
+        "sgcat.1",
+        &render(
+            soundgate_ctl::sgcat::command(),
+            include_str!("../man/sgcat.extra.roff"),
+        ),
+    );
+}
+
+#[test]
+fn sgctl_man_page_is_current() {
+    check(
+        "sgctl.1",
+        &render(
+            soundgate_ctl::sgctl::command(),
+            include_str!("../man/sgctl.extra.roff"),
+        ),
+    );
+}
+
+#[test]
+fn every_sgctl_subcommand_is_in_its_page() {
+    let page = render(
+        soundgate_ctl::sgctl::command(),
+        include_str!("../man/sgctl.extra.roff"),
+    );
+    for sub in soundgate_ctl::sgctl::command().get_subcommands() {
+        let name = sub.get_name();
+        assert!(
+            page.contains(&format!("sgctl\\-{name}")) || page.contains(&format!("\\fB{name}\\fR")),
+            "subcommand {name} is missing from the man page"
+        );
+    }
 }
