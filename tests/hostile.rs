@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{wait_for, Daemon};
+use common::{wait_for, Daemon, Victim};
 use soundgate_proto::client::{Client, ClientError, PlaybackOptions};
 use soundgate_proto::ring::{self, Ring};
 use soundgate_proto::shm::{self, Mapping};
@@ -12,9 +12,6 @@ use soundgate_proto::sock::{recv_buffer, SeqPacket, SockError};
 use soundgate_proto::wire::{self, ErrorKind, Event, Reply, Request, MAX_MESSAGE};
 use soundgate_proto::{SampleFormat, StreamSpec};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 const CONFIG: &str = r#"
@@ -32,52 +29,6 @@ const SPEC: StreamSpec = StreamSpec {
     rate: 48_000,
     channels: 2,
 };
-
-/// A well-behaved client that plays a tone until told to stop, then reports its counters.
-struct Victim {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<(u64, u64)>,
-    started: std::time::Instant,
-}
-
-impl Victim {
-    fn start(daemon: &Daemon) -> Victim {
-        let client = daemon.client("victim");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut opts = PlaybackOptions::new("victim", SPEC);
-            opts.latency_ms = 300;
-            let mut p = client.playback(opts).expect("victim stream");
-            let chunk: Vec<u8> = common::sine(440.0, 48_000, 480, 0.2, 2)
-                .iter()
-                .flat_map(|s| s.to_le_bytes())
-                .collect();
-            while !flag.load(Ordering::Relaxed) {
-                p.write(&chunk).expect("victim write");
-            }
-            let info = p.info().expect("victim info");
-            (info.underruns, info.frames)
-        });
-        Victim {
-            stop,
-            thread,
-            started: std::time::Instant::now(),
-        }
-    }
-
-    /// Stops and asserts the victim played throughout without an underrun.
-    fn check(self) {
-        // Let it play for a while whatever the attacks took.
-        if let Some(rest) = Duration::from_millis(1500).checked_sub(self.started.elapsed()) {
-            std::thread::sleep(rest);
-        }
-        self.stop.store(true, Ordering::Relaxed);
-        let (underruns, frames) = self.thread.join().expect("victim thread");
-        assert_eq!(underruns, 0, "the victim underran");
-        assert!(frames > 48_000, "the victim played only {frames} frames");
-    }
-}
 
 fn eventfd() -> OwnedFd {
     nix::sys::eventfd::EventFd::from_flags(

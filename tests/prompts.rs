@@ -260,6 +260,7 @@ fn control_plane_requests_are_refused_on_the_native_socket() {
 #[test]
 fn recording_a_microphone_asks_by_default() {
     let d = Daemon::start("[[sink]]\nname = \"out\"\nbackend = \"null\"\n\n[[source]]\nname = \"mic\"\nbackend = \"null\"\n");
+    let victim = common::Victim::start(&d);
     let mic = |c: &Client| {
         let mut opts = RecordOptions::new("rec", SPEC);
         opts.device = Some("mic".into());
@@ -288,4 +289,5 @@ fn recording_a_microphone_asks_by_default() {
     agent.answer(prompt.id, PromptAnswer::DenyOnce);
     let e = pending.join().unwrap().unwrap_err();
     assert_eq!(e.kind(), Some(ErrorKind::Denied), "{e}");
+    victim.check();
 }

@@ -136,6 +136,8 @@ fn a_44100_hz_file_plays_at_48000_hz_with_its_pitch() {
 #[test]
 fn recording_a_monitor_without_a_grant_is_refused() {
     let d = Daemon::start(&file_sink("f32le"));
+    // The victim whose mix the attacker wants to hear.
+    let victim = common::Victim::start(&d);
     let rec = d.path("rec.wav");
     let out = d
         .sgcat()
@@ -156,6 +158,7 @@ fn recording_a_monitor_without_a_grant_is_refused() {
     // The monitor is not even listed for this client.
     let c = d.client("probe");
     assert!(c.sources().unwrap().iter().all(|s| s.name != "out.monitor"));
+    victim.check();
 }
 
 /// Records the monitor while playing a tone; returns (sink output, recording) as f32.

@@ -346,3 +346,56 @@ pub fn maps_with(pid: u32, needle: &str) -> usize {
         .map(|m| m.lines().filter(|l| l.contains(needle)).count())
         .unwrap_or(0)
 }
+
+/// A well-behaved client that plays a tone until told to stop, then reports its counters.
+pub struct Victim {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u64)>,
+    started: std::time::Instant,
+}
+
+impl Victim {
+    pub fn start(daemon: &Daemon) -> Victim {
+        let client = daemon.client("victim");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut opts = soundgate_proto::client::PlaybackOptions::new(
+                "victim",
+                soundgate_proto::StreamSpec {
+                    format: soundgate_proto::SampleFormat::F32Le,
+                    rate: 48_000,
+                    channels: 2,
+                },
+            );
+            opts.latency_ms = 300;
+            let mut p = client.playback(opts).expect("victim stream");
+            let chunk: Vec<u8> = sine(440.0, 48_000, 480, 0.2, 2)
+                .iter()
+                .flat_map(|s| s.to_le_bytes())
+                .collect();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                p.write(&chunk).expect("victim write");
+            }
+            let info = p.info().expect("victim info");
+            (info.underruns, info.frames)
+        });
+        Victim {
+            stop,
+            thread,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Stops and asserts the victim played throughout without an underrun.
+    pub fn check(self) {
+        // Let it play for a while whatever the attacks took.
+        if let Some(rest) = Duration::from_millis(1500).checked_sub(self.started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (underruns, frames) = self.thread.join().expect("victim thread");
+        assert_eq!(underruns, 0, "the victim underran");
+        assert!(frames > 48_000, "the victim played only {frames} frames");
+    }
+}
