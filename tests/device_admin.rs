@@ -322,7 +322,7 @@ fn admin_suspend_freezes_streams_and_the_file_sink_records_silence() {
 }
 
 #[test]
-fn admin_sets_the_default_source_and_run_time_devices_are_refused() {
+fn admin_sets_the_default_source_and_bad_new_devices_are_refused() {
     let d = Daemon::start(CONFIG);
     let admin = d.admin("admin");
     ok(
@@ -363,23 +363,224 @@ fn admin_sets_the_default_source_and_run_time_devices_are_refused() {
         admin.server_info().unwrap().default_sink.as_deref(),
         Some("tape")
     );
-    let new = NewDevice {
+    let new = |name: &str, backend: &str, path: Option<&str>, quantum: u32| NewDevice {
+        name: name.into(),
+        kind: DeviceKind::Sink,
+        backend: backend.into(),
+        path: path.map(Into::into),
+        pcm: None,
+        spec: SPEC,
+        quantum,
+    };
+    for (bad, why) in [
+        (new("x.monitor", "null", None, 256), "reserved"),
+        (new("bad name", "null", None, 256), "not allowed"),
+        (new("mic", "null", None, 256), "exists"),
+        (new("speakers", "null", None, 256), "exists"),
+        (new("f", "file", None, 256), "needs a path"),
+        (new("f", "file", Some("rel.wav"), 256), "absolute"),
+        (new("q", "null", None, 8), "quantum"),
+        (new("w", "wave", None, 256), "unknown backend"),
+    ] {
+        let (k, msg) = kind(admin.request(Request::CreateDevice { device: bad }, &[]));
+        assert_eq!(k, ErrorKind::Invalid, "{msg}");
+        assert!(msg.contains(why), "{msg}");
+    }
+    let req = Request::RemoveDevice {
+        name: "nonexistent".into(),
+    };
+    assert_eq!(kind(admin.request(req, &[])).0, ErrorKind::NotFound);
+    assert_eq!(admin.sinks().unwrap().len(), 2);
+}
+
+#[test]
+fn admin_creates_a_file_sink_at_run_time_and_removing_it_moves_its_streams() {
+    let d = Daemon::start(CONFIG);
+    let admin = d.admin("admin");
+    let watcher = d.admin("watcher");
+    watcher.request(Request::Subscribe, &[]).unwrap();
+    let wav = d.dir.path().join("extra.wav");
+    let extra = NewDevice {
         name: "extra".into(),
         kind: DeviceKind::Sink,
+        backend: "file".into(),
+        path: Some(wav.to_str().unwrap().into()),
+        pcm: None,
+        spec: SPEC,
+        quantum: 256,
+    };
+    // A native client may neither create nor remove devices.
+    let native = d.client("native");
+    let (k, _) = kind(native.request(
+        Request::CreateDevice {
+            device: extra.clone(),
+        },
+        &[],
+    ));
+    assert_eq!(k, ErrorKind::Denied);
+    ok(
+        &admin,
+        Request::CreateDevice {
+            device: extra.clone(),
+        },
+    );
+    let info = device(&admin, "extra");
+    assert_eq!(
+        (info.kind, info.backend.as_str()),
+        (DeviceKind::Sink, "file")
+    );
+    assert!(!info.is_default);
+    let (k, _) = kind(native.request(
+        Request::RemoveDevice {
+            name: "extra".into(),
+        },
+        &[],
+    ));
+    assert_eq!(k, ErrorKind::Denied);
+    // The same name again is refused.
+    let (k, _) = kind(admin.request(Request::CreateDevice { device: extra }, &[]));
+    assert_eq!(k, ErrorKind::Invalid);
+
+    let player = Player::start(d.client("player"), "extra", 1000.0, 0.3);
+    let stream = || {
+        admin
+            .streams()
+            .unwrap()
+            .into_iter()
+            .find(|s| s.id == player.id)
+            .unwrap()
+    };
+    assert_eq!(stream().device, "extra");
+    assert!(wait_for(LONG, || stream().frames > u64::from(RATE)));
+
+    // The default sink and (later) the last sink cannot be removed.
+    let (k, msg) = kind(admin.request(
+        Request::RemoveDevice {
+            name: "speakers".into(),
+        },
+        &[],
+    ));
+    assert_eq!(k, ErrorKind::Invalid);
+    assert!(msg.contains("default sink"), "{msg}");
+
+    ok(
+        &admin,
+        Request::RemoveDevice {
+            name: "extra".into(),
+        },
+    );
+    assert!(!admin.sinks().unwrap().iter().any(|s| s.name == "extra"));
+    assert!(!admin
+        .sources()
+        .unwrap()
+        .iter()
+        .any(|s| s.name == "extra.monitor"));
+    // The stream moved to the default sink and keeps playing there.
+    assert!(wait_for(LONG, || stream().device == "speakers"));
+    let f0 = stream().frames;
+    assert!(wait_for(LONG, || stream().frames > f0 + u64::from(RATE) / 2));
+    let req = Request::RemoveDevice {
+        name: "extra".into(),
+    };
+    assert_eq!(kind(admin.request(req, &[])).0, ErrorKind::NotFound);
+    // Subscribers heard of it.
+    let mut events = Vec::new();
+    assert!(wait_for(LONG, || {
+        events.extend(watcher.take_events().unwrap());
+        events.iter().any(|e| {
+            matches!(e, soundgate_proto::wire::Event::DeviceRemoved { name } if name == "extra")
+        })
+    }));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        soundgate_proto::wire::Event::DeviceChanged(i) if i.name == "extra"
+    )));
+
+    // The WAV was finalised when the sink was removed and holds the tone.
+    let (spec, samples) = read_wav(&wav);
+    assert_eq!(spec.sample_rate, RATE);
+    let start = samples.iter().position(|&x| x.abs() > 0.01).unwrap();
+    assert!(
+        samples.len() > start + RATE as usize,
+        "{} samples",
+        samples.len()
+    );
+    let mid = &samples[start + 4800..start + 4800 + 24_000];
+    let (c, s) = tone_fit(mid, 1000.0, RATE);
+    let amp = (c * c + s * s).sqrt();
+    assert!((amp - 0.3).abs() < 0.01, "amplitude {amp}, expected 0.3");
+
+    // The last sink stays.
+    ok(
+        &admin,
+        Request::RemoveDevice {
+            name: "tape".into(),
+        },
+    );
+    let (k, msg) = kind(admin.request(
+        Request::RemoveDevice {
+            name: "speakers".into(),
+        },
+        &[],
+    ));
+    assert_eq!(k, ErrorKind::Invalid);
+    assert!(msg.contains("last sink"), "{msg}");
+    assert_eq!(device(&admin, "speakers").name, "speakers");
+    let (_, frames) = player.finish();
+    assert!(frames > u64::from(RATE) * 3 / 2, "{frames} frames");
+}
+
+#[test]
+fn removing_a_source_ends_its_record_streams() {
+    // This test binary may record from mic3 (a rule may name a device yet to be created).
+    let me = common::exe_id(&std::env::current_exe().unwrap());
+    let config = format!(
+        "{CONFIG}\n[[rule]]\napp = \"{me}\"\naction = \"record\"\ntarget = \"mic3\"\n\
+         decision = \"allow\"\n"
+    );
+    let d = Daemon::start(&config);
+    let admin = d.admin("admin");
+    let mic3 = NewDevice {
+        name: "mic3".into(),
+        kind: DeviceKind::Capture,
         backend: "null".into(),
         path: None,
         pcm: None,
         spec: SPEC,
         quantum: 256,
     };
-    let (k, msg) = kind(admin.request(Request::CreateDevice { device: new }, &[]));
-    assert_eq!(k, ErrorKind::Invalid);
-    assert!(msg.contains("not supported at run time"), "{msg}");
-    let req = Request::RemoveDevice {
-        name: "speakers".into(),
+    ok(&admin, Request::CreateDevice { device: mic3 });
+    assert_eq!(device(&admin, "mic3").kind, DeviceKind::Capture);
+    let recorder = d.client("recorder");
+    let mut opts = soundgate_proto::client::RecordOptions::new("rec", SPEC);
+    opts.device = Some("mic3".into());
+    let rec = recorder.record(opts).unwrap();
+    let id = rec.id();
+    ok(
+        &admin,
+        Request::RemoveDevice {
+            name: "mic3".into(),
+        },
+    );
+    assert!(!admin.sources().unwrap().iter().any(|s| s.name == "mic3"));
+    let mut events = Vec::new();
+    assert!(wait_for(LONG, || {
+        events.extend(recorder.take_events().unwrap());
+        events.iter().any(|e| {
+            matches!(e, soundgate_proto::wire::Event::StreamEnded { stream, .. } if *stream == id)
+        })
+    }));
+    assert!(!admin.streams().unwrap().iter().any(|s| s.id == id));
+    // The name is free again.
+    let again = NewDevice {
+        name: "mic3".into(),
+        kind: DeviceKind::Capture,
+        backend: "null".into(),
+        path: None,
+        pcm: None,
+        spec: SPEC,
+        quantum: 256,
     };
-    let (k, msg) = kind(admin.request(req, &[]));
-    assert_eq!(k, ErrorKind::Invalid);
-    assert!(msg.contains("not supported at run time"), "{msg}");
-    assert!(device(&admin, "speakers").name == "speakers");
+    ok(&admin, Request::CreateDevice { device: again });
+    assert_eq!(device(&admin, "mic3").kind, DeviceKind::Capture);
 }

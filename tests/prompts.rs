@@ -219,9 +219,12 @@ fn deny_always_persists_and_timeouts_deny() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("no answer"), "{err}");
-    let resolved = agent2.client.take_events().unwrap().into_iter().any(
-        |e| matches!(e, Event::PromptResolved { ref outcome, .. } if outcome.contains("timed out")),
-    );
+    // The agent's notice travels on its own connection: wait for it.
+    let resolved = wait_for(Duration::from_secs(5), || {
+        agent2.client.take_events().unwrap().into_iter().any(
+            |e| matches!(e, Event::PromptResolved { ref outcome, .. } if outcome.contains("timed out")),
+        )
+    });
     assert!(resolved, "agents were not told the prompt timed out");
 }
 

@@ -402,8 +402,6 @@ fn device_commands() {
 
 /// Devices created and removed at run time.
 #[test]
-#[ignore = "the server does not create devices at run time yet (CreateDevice answers \
-            'creating devices is not supported at run time'); sgctl prints that error"]
 fn sink_and_source_add_rm() {
     let d = Daemon::start(DEVICE_CONFIG);
     let wav = d.path("extra.wav");

@@ -195,7 +195,7 @@ const DEFAULT_RATE: u32 = 48_000;
 const DEFAULT_CHANNELS: u8 = 2;
 const DEFAULT_FORMAT: SampleFormat = SampleFormat::F32Le;
 const DEFAULT_QUANTUM: u32 = 512;
-const QUANTUM_RANGE: Range<i64> = 16..8193;
+pub(crate) const QUANTUM_RANGE: Range<i64> = 16..8193;
 const MAX_COUNT: i64 = 1 << 20;
 const MAX_LATENCY_MS: i64 = 60_000;
 const MAX_SAMPLE_CACHE_BYTES: i64 = 1 << 30;
@@ -778,7 +778,7 @@ impl Cx<'_> {
 
 /// `[A-Za-z0-9_.-]`, 1..=64 characters; a sink name may not end in `.monitor` (that is its
 /// monitor source); a target pattern may end in one `*`.
-fn check_device_name(name: &str, pattern: bool) -> Result<(), String> {
+pub(crate) fn check_device_name(name: &str, pattern: bool) -> Result<(), String> {
     let body = if pattern {
         name.strip_suffix('*').unwrap_or(name)
     } else {

@@ -284,7 +284,7 @@ impl Core {
             peak: s.shared.peak(),
             rms: s.shared.rms(),
         });
-        let devices = self.sinks.iter().map(|s| {
+        let devices = self.sinks.live().map(|(_, s)| {
             let shared = s.handle.shared();
             Meter {
                 stream: None,
@@ -326,6 +326,11 @@ impl Core {
         let mut loads = Vec::with_capacity(self.sinks.len());
         for s in &self.sinks {
             let shared = s.handle.shared();
+            if s.dev.is_removed() {
+                // Keeps `loads` indexed by device; a removed device carries no stream.
+                loads.push(0.0);
+                continue;
+            }
             let cycle = shared.cycle_stats();
             let budget = shared.budget_us();
             let load = if budget > 0.0 {

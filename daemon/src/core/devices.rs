@@ -19,8 +19,114 @@ use crate::config::{Config, SinkBackend, SinkConfig};
 use crate::engine::{SinkHandle, SinkParams};
 use soundgate_proto::wire::{DeviceInfo, DeviceKind, DeviceState, ErrorKind, WireError};
 use soundgate_proto::StreamSpec;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// The most devices the daemon has over its life: the configured ones plus those created at
+/// run time. A removed device keeps its slot (indices are stable), so this bounds creations.
+pub const MAX_DEVICES: usize = 1024;
+
+/// The device list: append-only slots with stable indices. A device is added at start-up or
+/// by `CreateDevice` and never leaves its slot; `RemoveDevice` marks it removed
+/// ([`DevState::removed`]) and stops its engine, and every lookup skips removed devices.
+/// Reading needs no lock (a slot is written once, before the length that publishes it).
+#[derive(Debug)]
+pub struct DeviceTable {
+    slots: Box<[OnceLock<Box<Sink>>]>,
+    len: AtomicUsize,
+    /// Serialises [`DeviceTable::push`].
+    grow: Mutex<()>,
+}
+
+impl DeviceTable {
+    pub(crate) fn new(sinks: Vec<Sink>) -> DeviceTable {
+        let cap = MAX_DEVICES.max(sinks.len());
+        let slots: Box<[OnceLock<Box<Sink>>]> = (0..cap).map(|_| OnceLock::new()).collect();
+        let len = sinks.len();
+        for (slot, s) in slots.iter().zip(sinks) {
+            let _ = slot.set(Box::new(s));
+        }
+        DeviceTable {
+            slots,
+            len: AtomicUsize::new(len),
+            grow: Mutex::new(()),
+        }
+    }
+
+    /// Slots in use (removed devices included).
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Whether no device was ever added.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Device `i`, removed or not.
+    pub fn get(&self, i: usize) -> Option<&Sink> {
+        if i >= self.len() {
+            return None;
+        }
+        self.slots.get(i)?.get().map(|b| &**b)
+    }
+
+    /// Every device in index order, removed ones included (so positions are indices).
+    pub fn iter(&self) -> impl Iterator<Item = &Sink> + '_ {
+        let len = self.len();
+        self.slots[..len.min(self.slots.len())]
+            .iter()
+            .map_while(|s| s.get().map(|b| &**b))
+    }
+
+    /// `(index, device)` of the devices not removed.
+    pub fn live(&self) -> impl Iterator<Item = (usize, &Sink)> + '_ {
+        self.iter().enumerate().filter(|(_, s)| !s.dev.is_removed())
+    }
+
+    /// Appends a device; its index, or the device back when the table is full.
+    pub(crate) fn push(&self, sink: Box<Sink>) -> Result<usize, Box<Sink>> {
+        let _grow = self.grow.lock().unwrap_or_else(|p| p.into_inner());
+        let i = self.len();
+        let Some(slot) = self.slots.get(i) else {
+            return Err(sink);
+        };
+        slot.set(sink)?;
+        self.len.store(i + 1, Ordering::Release);
+        Ok(i)
+    }
+
+    /// Takes the devices out (at shutdown).
+    pub(crate) fn into_sinks(self) -> impl Iterator<Item = Sink> {
+        self.slots
+            .into_vec()
+            .into_iter()
+            .filter_map(OnceLock::into_inner)
+            .map(|b| *b)
+    }
+}
+
+impl std::ops::Index<usize> for DeviceTable {
+    type Output = Sink;
+
+    /// Like a `Vec`'s: an index out of range is a bug in the core (indices come from the table).
+    #[allow(clippy::panic)]
+    fn index(&self, i: usize) -> &Sink {
+        match self.get(i) {
+            Some(s) => s,
+            None => panic!("device index {i} out of range ({} devices)", self.len()),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a DeviceTable {
+    type Item = &'a Sink;
+    type IntoIter = Box<dyn Iterator<Item = &'a Sink> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
 
 /// Device-side state of a sink or source, beside its engine.
 #[derive(Debug, Default)]
@@ -37,6 +143,15 @@ pub struct DevState {
     pub published_xruns: AtomicU64,
     /// Why it is unavailable.
     pub detail: Mutex<Option<String>>,
+    /// Removed at run time (`RemoveDevice`): lookups skip it; its engine is stopped.
+    pub removed: AtomicBool,
+}
+
+impl DevState {
+    /// Whether the device was removed at run time.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
 }
 
 impl DevState {
@@ -254,14 +369,14 @@ impl Core {
     pub(crate) fn find_sink(&self, name: &str) -> Option<usize> {
         self.sinks
             .iter()
-            .position(|s| !s.dev.source && s.name == name)
+            .position(|s| !s.dev.source && !s.dev.is_removed() && s.name == name)
     }
 
     /// The default capture source's name.
     pub(crate) fn default_source_name(&self) -> Option<String> {
         self.sinks
             .iter()
-            .find(|s| s.dev.is_default_source())
+            .find(|s| s.dev.is_default_source() && !s.dev.is_removed())
             .map(|s| s.name.clone())
     }
 
@@ -270,7 +385,7 @@ impl Core {
         if let Some(i) = self
             .sinks
             .iter()
-            .position(|s| s.dev.source && s.name == name)
+            .position(|s| s.dev.source && !s.dev.is_removed() && s.name == name)
         {
             return Ok((i, false));
         }
@@ -323,9 +438,10 @@ impl Core {
 
     /// Where the playback streams of unavailable sink `from` go: the default sink if it works,
     /// else the first working sink.
-    fn fallback(&self, from: usize, default: Option<usize>) -> Option<usize> {
+    pub(super) fn fallback(&self, from: usize, default: Option<usize>) -> Option<usize> {
         let ok = |i: usize| {
-            i != from && !self.sinks[i].dev.source && self.sinks[i].handle.shared().available()
+            let s = &self.sinks[i];
+            i != from && !s.dev.source && !s.dev.is_removed() && s.handle.shared().available()
         };
         default
             .filter(|&d| ok(d))
@@ -469,7 +585,7 @@ impl Core {
     /// Logs new xruns of every device (rate-limited: at most once per call, called from
     /// `tick`) and real-time demotions.
     pub(crate) fn log_device_counters(&self) {
-        for s in &self.sinks {
+        for (_, s) in self.sinks.live() {
             let x = s.handle.shared().xruns();
             let seen = s.dev.logged_xruns.load(Ordering::Relaxed);
             // Rate-limited: the 1st, 2nd, 4th, 8th, ... xrun.

@@ -113,6 +113,11 @@ impl Sink {
     pub fn is_source(&self) -> bool {
         self.dev.source
     }
+
+    /// Whether it was removed at run time (its engine is stopped or stopping).
+    pub fn is_removed(&self) -> bool {
+        self.dev.is_removed()
+    }
 }
 
 #[derive(Debug)]
@@ -160,7 +165,13 @@ struct Registry {
 /// The core. Shared by all connection tasks (`Arc<Core>`).
 #[derive(Debug)]
 pub struct Core {
-    sinks: Vec<Sink>,
+    /// Sinks and capture sources, by stable index (see [`devices::DeviceTable`]).
+    sinks: devices::DeviceTable,
+    /// What devices created at run time are opened with (limits, engine settings).
+    config: Config,
+    /// Where the indices of devices created at run time go, for the housekeeping task to
+    /// watch their notify eventfds (see [`Core::watch_new_devices`]).
+    new_devices: std::sync::OnceLock<mpsc::UnboundedSender<usize>>,
     policy: Policy,
     limits: Limits,
     reg: Mutex<Registry>,
@@ -199,7 +210,9 @@ impl Core {
             ..Registry::default()
         };
         Ok(Core {
-            sinks,
+            sinks: devices::DeviceTable::new(sinks),
+            config: config.clone(),
+            new_devices: std::sync::OnceLock::new(),
             policy: Policy::new(config.rules.clone()),
             limits: config.limits.clone(),
             reg: Mutex::new(reg),
@@ -230,9 +243,16 @@ impl Core {
         self.reg.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The sinks, in config order.
-    pub fn sinks(&self) -> &[Sink] {
+    /// The sinks and capture sources, config order first, then those created at run time
+    /// (removed ones keep their index; see [`Sink::is_removed`]).
+    pub fn sinks(&self) -> &devices::DeviceTable {
         &self.sinks
+    }
+
+    /// Hands the indices of devices created from now on to `tx` (the housekeeping task, which
+    /// watches their notify eventfds). Only the first call takes effect.
+    pub fn watch_new_devices(&self, tx: mpsc::UnboundedSender<usize>) {
+        let _ = self.new_devices.set(tx);
     }
 
     /// Registers a connection that has shaken hands. `label` is what the client calls itself.
@@ -371,7 +391,9 @@ impl Core {
                 rest.push(r);
             }
         }
-        self.device_events(index, &mut reg);
+        if !sink.dev.is_removed() {
+            self.device_events(index, &mut reg);
+        }
         drop(reg);
         // Unmapping and closing happen here, outside the engine and outside the lock.
         drop(rest);
@@ -416,7 +438,7 @@ impl Core {
 
     /// Stops every engine (finalising file sinks).
     pub fn shutdown(self) {
-        for s in self.sinks {
+        for s in self.sinks.into_sinks() {
             let name = s.name.clone();
             if let Err(e) = s.handle.shutdown() {
                 tracing::error!(sink = %name, "shutting down: {e}");
@@ -614,6 +636,7 @@ impl Core {
             .enumerate()
             .filter(|(_, s)| {
                 !s.dev.source
+                    && !s.dev.is_removed()
                     && !matches!(
                         self.policy
                             .check(&subject, Action::Play, &Object::Sink { name: &s.name }),
@@ -635,6 +658,7 @@ impl Core {
             .sinks
             .iter()
             .enumerate()
+            .filter(|(_, s)| !s.dev.is_removed())
             .filter(|(_, s)| {
                 let monitor = !s.dev.source;
                 let name = if monitor {

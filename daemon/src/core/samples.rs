@@ -289,6 +289,12 @@ impl Core {
         }
         // Again: the client may have opened streams meanwhile.
         self.check_quota(&reg, client)?;
+        if sink.dev.is_removed() {
+            return Err(err(
+                ErrorKind::NotFound,
+                format!("sink {} was removed", sink.name),
+            ));
+        }
         let id = next_stream(&mut reg);
         let stream = PlaybackStream {
             id,

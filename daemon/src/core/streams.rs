@@ -289,7 +289,7 @@ impl Core {
         for line in lines {
             self.publish(reg, Audience::Admins, Event::Decision(line));
         }
-        for s in &self.sinks {
+        for (_, s) in self.sinks.live() {
             let now = s.handle.shared().xruns();
             let before = s.dev.published_xruns.swap(now, Ordering::Relaxed);
             if now > before {

@@ -327,30 +327,23 @@ async fn wait_for_consent(
     }
 }
 
-/// Watches each sink's notify eventfd and lets the core reap what the engine retired; reports
-/// underruns periodically.
+/// Watches each device's notify eventfd (those created at run time too, whose indices the
+/// core sends) and lets the core reap what the engine retired; reports underruns
+/// periodically.
 pub fn spawn_housekeeping(core: &Arc<Core>) -> std::io::Result<()> {
-    for (index, sink) in core.sinks().iter().enumerate() {
-        let fd = sink.handle().notify_fd().try_clone_to_owned()?;
-        let afd = sock::register(fd)?;
-        let core = Arc::clone(core);
-        tokio::spawn(async move {
-            loop {
-                match afd.readable().await {
-                    Ok(mut guard) => {
-                        let mut counter = [0u8; 8];
-                        let _ = nix::unistd::read(afd.get_ref().as_raw_fd(), &mut counter);
-                        guard.clear_ready();
-                        core.reap(index);
-                    }
-                    Err(e) => {
-                        tracing::error!("watching sink {index}: {e}");
-                        return;
-                    }
-                }
-            }
-        });
+    let (tx, mut new_devices) = mpsc::unbounded_channel();
+    core.watch_new_devices(tx);
+    for index in 0..core.sinks().len() {
+        watch_device(core, index)?;
     }
+    let watcher = Arc::clone(core);
+    tokio::spawn(async move {
+        while let Some(index) = new_devices.recv().await {
+            if let Err(e) = watch_device(&watcher, index) {
+                tracing::error!("watching device {index}: {e}");
+            }
+        }
+    });
     let meters = Arc::clone(core);
     tokio::spawn(async move { meters.run_meters().await });
     let core = Arc::clone(core);
@@ -360,6 +353,41 @@ pub fn spawn_housekeeping(core: &Arc<Core>) -> std::io::Result<()> {
         loop {
             every.tick().await;
             core.tick();
+        }
+    });
+    Ok(())
+}
+
+/// One task that reaps device `index` whenever its engine signals, until the device is
+/// removed and its engine stopped.
+fn watch_device(core: &Arc<Core>, index: usize) -> std::io::Result<()> {
+    let Some(sink) = core.sinks().get(index) else {
+        return Ok(());
+    };
+    let fd = sink.handle().notify_fd().try_clone_to_owned()?;
+    let afd = sock::register(fd)?;
+    let core = Arc::clone(core);
+    tokio::spawn(async move {
+        loop {
+            match afd.readable().await {
+                Ok(mut guard) => {
+                    let mut counter = [0u8; 8];
+                    let _ = nix::unistd::read(afd.get_ref().as_raw_fd(), &mut counter);
+                    guard.clear_ready();
+                    core.reap(index);
+                    let gone = core
+                        .sinks()
+                        .get(index)
+                        .is_none_or(|s| s.is_removed() && s.handle().stopped());
+                    if gone {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("watching device {index}: {e}");
+                    return;
+                }
+            }
         }
     });
     Ok(())
