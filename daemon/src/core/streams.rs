@@ -218,7 +218,6 @@ impl Core {
     }
 
     /// A device named `name` of `kind` was removed (for a sink, call it for its monitor too).
-    #[allow(dead_code)] // for `RemoveDevice` (core::admin_devices, being written)
     pub(super) fn device_removed(&self, reg: &mut Registry, name: &str, kind: DeviceKind) {
         let audience = match kind {
             DeviceKind::Sink => Audience::Sink(name),
