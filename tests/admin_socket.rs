@@ -186,7 +186,12 @@ fn members_of_the_admin_group_are_administrators() {
     ];
     let outsider: Vec<&str> = outsider.iter().map(String::as_str).collect();
     let out = sgctl_as(&d, setpriv, &outsider, &["status"]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -140,20 +140,13 @@ impl Conn {
         let id = self.next_id;
         let bytes = wire::encode(&ClientMsg { id, req })?;
         if let Err(e) = self.sock.send(&bytes, fds) {
-            // A server that refused us (at accept) said why before hanging up.
-            if let Ok(got) = self.sock.try_recv(&mut self.buf) {
-                if let Ok(ServerMsg::Reply {
-                    id: 0,
-                    result: Err(reason),
-                }) = wire::decode::<ServerMsg>(&self.buf[..got.len])
-                {
-                    return Err(ClientError::Server(reason));
-                }
-            }
-            return Err(e.into());
+            return Err(self.refusal().map_or(e.into(), ClientError::Server));
         }
         loop {
-            let got = self.sock.recv(&mut self.buf)?;
+            let got = match self.sock.recv(&mut self.buf) {
+                Ok(got) => got,
+                Err(e) => return Err(self.refusal().map_or(e.into(), ClientError::Server)),
+            };
             let msg: ServerMsg = wire::decode(&self.buf[..got.len])?;
             if let ServerMsg::Event(Event::PermissionPending { request, prompt }) = &msg {
                 if *request == id {
@@ -179,6 +172,20 @@ impl Conn {
                     Err(e) => Err(ClientError::Server(e)),
                 };
             }
+        }
+    }
+
+    /// After a failed send or receive: the reason a server that refused us (at accept) sent
+    /// before hanging up, if it is still queued. (A reset is reported before queued data; the
+    /// next read returns the data.)
+    fn refusal(&mut self) -> Option<WireError> {
+        let got = self.sock.try_recv(&mut self.buf).ok()?;
+        match wire::decode::<ServerMsg>(&self.buf[..got.len]).ok()? {
+            ServerMsg::Reply {
+                id: 0,
+                result: Err(reason),
+            } => Some(reason),
+            _ => None,
         }
     }
 

@@ -202,6 +202,11 @@ async fn serve_connection(core: Arc<Core>, conn: AsyncSeqPacket, socket: Socket)
                     access.group_name
                 );
                 reply_error(&conn, 0, ErrorKind::Denied, msg).await;
+                // Read the peer's first message (its Hello) before hanging up: closing with
+                // unread data would reset the connection, and the peer might see the reset
+                // before our reason.
+                let mut buf = recv_buffer();
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.recv(&mut buf)).await;
                 return;
             }
             true
