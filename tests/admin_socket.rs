@@ -343,3 +343,30 @@ fn a_meter_subscriber_that_never_reads_is_cut_off_without_harming_playback() {
     let _ = sgcat.kill();
     let _ = sgcat.wait();
 }
+
+#[test]
+fn a_uid_listed_in_the_config_is_an_administrator() {
+    let Some(setpriv) = setpriv() else {
+        eprintln!("NOTE: setpriv is missing; skipping");
+        return;
+    };
+    let d = Daemon::start(&format!("[admin]\nuids = [65534]\n{CONFIG}"));
+    open_up(&d);
+    let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    let out = sgctl_as(&d, setpriv, &nobody, &["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Another unprivileged uid is still refused.
+    let other = ["--reuid=65533", "--regid=65534", "--clear-groups"];
+    let out = sgctl_as(&d, setpriv, &other, &["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -30,6 +30,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// Consent prompts.
     pub prompts: PromptsConfig,
+    /// Who may use the admin socket besides root.
+    pub admin: AdminConfig,
     /// The file it came from (`None` for the built-in default).
     pub source_path: Option<PathBuf>,
 }
@@ -108,6 +110,25 @@ impl Default for Limits {
             connections_per_uid: 64,
             max_latency_ms: 2000,
             sample_cache_bytes: 8 << 20,
+        }
+    }
+}
+
+/// The admin socket's users (`[admin]`): root always; members of `group` (resolved when the
+/// daemon starts; a missing group is logged and ignored) and the listed `uids`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Group whose members are administrators (default `soundgate-admin`).
+    pub group: String,
+    /// Further administrator uids.
+    pub uids: Vec<u32>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> AdminConfig {
+        AdminConfig {
+            group: "soundgate-admin".to_string(),
+            uids: Vec::new(),
         }
     }
 }
@@ -228,6 +249,7 @@ impl Config {
         })?;
         let engine = cx.engine(raw.engine)?;
         let prompts = cx.prompts(raw.prompts)?;
+        let admin = cx.admin(raw.admin)?;
         let limits = cx.limits(raw.limits)?;
         let mut sinks = cx.sinks(&raw.sink, "sink")?;
         if sinks.is_empty() {
@@ -246,6 +268,7 @@ impl Config {
             limits,
             engine,
             prompts,
+            admin,
             source_path: Some(origin.to_path_buf()),
         })
     }
@@ -270,6 +293,7 @@ impl Config {
             limits: Limits::default(),
             engine: EngineConfig::default(),
             prompts: PromptsConfig::default(),
+            admin: AdminConfig::default(),
             source_path: None,
         }
     }
@@ -287,6 +311,7 @@ impl Config {
 struct RawConfig {
     engine: Option<RawEngine>,
     prompts: Option<RawPrompts>,
+    admin: Option<RawAdmin>,
     limits: Option<RawLimits>,
     #[serde(default)]
     sink: Vec<Spanned<RawSink>>,
@@ -294,6 +319,13 @@ struct RawConfig {
     source: Vec<Spanned<RawSink>>,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    group: Option<Spanned<String>>,
+    uids: Option<Spanned<Vec<i64>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -372,6 +404,33 @@ impl Cx<'_> {
             line: self.line(span.start),
             message: message.into(),
         }
+    }
+
+    fn admin(&self, raw: Option<RawAdmin>) -> Result<AdminConfig, ConfigError> {
+        let mut admin = AdminConfig::default();
+        let Some(raw) = raw else { return Ok(admin) };
+        if let Some(g) = raw.group {
+            if g.get_ref().is_empty() {
+                return Err(self.err(g.span(), "admin: group must not be empty"));
+            }
+            admin.group = g.into_inner();
+        }
+        if let Some(u) = raw.uids {
+            let span = u.span();
+            admin.uids = u
+                .into_inner()
+                .into_iter()
+                .map(|v| {
+                    u32::try_from(v).map_err(|_| {
+                        self.err(
+                            span.clone(),
+                            "admin: uids must be user ids (0..=4294967295)",
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(admin)
     }
 
     fn prompts(&self, raw: Option<RawPrompts>) -> Result<PromptsConfig, ConfigError> {

@@ -7,15 +7,15 @@ use soundgated::config::Config;
 use soundgated::core::Core;
 use soundgated::transport::{self, AdminAccess, Socket};
 
-/// The group whose members may use the admin socket (besides root).
-const ADMIN_GROUP: &str = "soundgate-admin";
-
 /// Resolves the admin group; a system without it has root as the only administrator.
-fn admin_access(group: &str) -> AdminAccess {
+fn admin_access(admin: &soundgated::config::AdminConfig) -> AdminAccess {
+    let group = admin.group.as_str();
     let gid = match nix::unistd::Group::from_name(group) {
         Ok(Some(g)) => Some(g.gid.as_raw()),
         Ok(None) => {
-            tracing::info!("no group {group}: only root may use the admin socket");
+            tracing::info!(
+                "no group {group}: only root and the listed uids may use the admin socket"
+            );
             None
         }
         Err(e) => {
@@ -26,7 +26,7 @@ fn admin_access(group: &str) -> AdminAccess {
     AdminAccess {
         gid,
         group_name: group.to_string(),
-        uids: Vec::new(),
+        uids: admin.uids.clone(),
     }
 }
 use std::sync::Arc;
@@ -102,13 +102,13 @@ fn run(args: Args) -> Result<()> {
         .context("starting the I/O runtime")?;
     let native = paths.runtime_dir.join("native");
     let admin = paths.runtime_dir.join("admin");
-    let access = admin_access(ADMIN_GROUP);
+    let access = admin_access(&config.admin);
     let result = rt.block_on(async {
         let listener = transport::bind(&native, 0o666)?;
         let admin_listener = transport::bind(&admin, 0o660)?;
         if let Some(gid) = access.gid {
             nix::unistd::chown(&admin, None, Some(nix::unistd::Gid::from_raw(gid)))
-                .with_context(|| format!("giving {} to group {ADMIN_GROUP}", admin.display()))?;
+                .with_context(|| format!("giving {} to group {}", admin.display(), config.admin.group))?;
         }
         transport::spawn_housekeeping(&core).context("watching sinks")?;
         tracing::info!(socket = %native.display(), admin = %admin.display(), "soundgated ready");
