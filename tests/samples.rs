@@ -403,3 +403,34 @@ fn sample_cache_bytes_out_of_range_is_a_config_error_with_its_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_sample_play_is_announced_to_subscribers_like_any_stream() {
+    let d = Daemon::start(&file_sink(""));
+    let c = d.client("announcer");
+    c.request(Request::Subscribe, &[]).unwrap();
+    c.upload_sample(
+        "ding",
+        MONO_F32,
+        &f32_bytes(&sine(1000.0, 48_000, 2_400, 0.3, 1)),
+    )
+    .unwrap();
+    let id = c.play_sample("ding", None, 1.0).unwrap();
+    let (mut added, mut removed) = (false, false);
+    let seen = wait_for(LONG, || {
+        for ev in c.take_events().unwrap() {
+            match ev {
+                soundgate_proto::wire::Event::StreamAdded(s) if s.id == id => {
+                    assert_eq!(s.name, "sample:ding");
+                    added = true;
+                }
+                soundgate_proto::wire::Event::StreamRemoved { stream } if stream == id => {
+                    removed = true
+                }
+                _ => {}
+            }
+        }
+        added && removed
+    });
+    assert!(seen, "added {added}, removed {removed}");
+}

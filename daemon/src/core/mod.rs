@@ -905,37 +905,18 @@ impl Core {
         let ring = Ring::attach(map, capacity, spec.frame_bytes()).map_err(|e| protocol(&e))?;
         check_eventfd(wake.as_fd())?;
         drop(memfd);
-        let id = next_stream(&mut reg);
         let shared = StreamShared::new(volume, muted, corked);
-        let stream = PlaybackStream {
-            id,
+        let new = NewPlayback {
+            name,
             ring,
             spec,
             wake,
-            shared: Arc::clone(&shared),
-        };
-        sink.handle.add_playback(stream).map_err(|e| {
-            err(
-                ErrorKind::Busy,
-                format!("sink {} cannot take the stream now: {e}", sink.name),
-            )
-        })?;
-        tracing::debug!(client, stream = id, sink = %sink.name, %spec, capacity, "playback stream created");
-        let entry = StreamEntry {
-            owner: client,
-            direction: Direction::Playback,
-            name,
-            sink: index,
-            home: index,
-            device: sink.name.clone(),
-            spec,
             shared,
-            reported_underruns: 0,
             capacity,
             exclusive,
         };
-        reg.streams.insert(id, entry);
-        self.stream_added(&mut reg, id);
+        let id = self.attach_playback(&mut reg, client, index, new, "stream")?;
+        tracing::debug!(client, stream = id, sink = %sink.name, %spec, capacity, "playback stream created");
         Ok(Reply::StreamCreated {
             stream: id,
             spec,
@@ -1027,6 +1008,62 @@ impl Core {
             quantum: sink.handle.quantum(),
         };
         Ok((reply, vec![memfd, client_wake]))
+    }
+}
+
+/// A playback stream ready for an engine: its ring is mapped and checked.
+struct NewPlayback {
+    name: String,
+    ring: Ring,
+    spec: StreamSpec,
+    wake: OwnedFd,
+    shared: Arc<StreamShared>,
+    capacity: u64,
+    exclusive: bool,
+}
+
+impl Core {
+    /// Hands `new` to sink `index`'s engine, registers it as `client`'s stream and tells
+    /// subscribers. `what` names it in the busy error ("stream", "sample").
+    fn attach_playback(
+        &self,
+        reg: &mut Registry,
+        client: ClientId,
+        index: usize,
+        new: NewPlayback,
+        what: &str,
+    ) -> Result<StreamId, WireError> {
+        let sink = &self.sinks[index];
+        let id = next_stream(reg);
+        let stream = PlaybackStream {
+            id,
+            ring: new.ring,
+            spec: new.spec,
+            wake: new.wake,
+            shared: Arc::clone(&new.shared),
+        };
+        sink.handle.add_playback(stream).map_err(|e| {
+            err(
+                ErrorKind::Busy,
+                format!("sink {} cannot take the {what} now: {e}", sink.name),
+            )
+        })?;
+        let entry = StreamEntry {
+            owner: client,
+            direction: Direction::Playback,
+            name: new.name,
+            sink: index,
+            home: index,
+            device: sink.name.clone(),
+            spec: new.spec,
+            shared: new.shared,
+            reported_underruns: 0,
+            capacity: new.capacity,
+            exclusive: new.exclusive,
+        };
+        reg.streams.insert(id, entry);
+        self.stream_added(reg, id);
+        Ok(id)
     }
 }
 

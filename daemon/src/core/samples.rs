@@ -22,15 +22,13 @@
 //! has consumed every frame, [`Core::samples_tick`] (called from [`Core::tick`]) removes it.
 //! The sample's rate must be the sink's (the client library resamples before uploading).
 
-use super::{check_volume, err, next_stream, Core, Registry, StreamEntry};
-use crate::engine::{PlaybackStream, StreamShared};
+use super::{check_volume, err, Core, NewPlayback, Registry};
+use crate::engine::StreamShared;
 use crate::policy::{Action, Object};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use soundgate_proto::ring::{self, Ring};
 use soundgate_proto::shm::{self, Mapping};
-use soundgate_proto::wire::{
-    ClientId, Direction, ErrorKind, Reply, Request, SampleInfo, StreamId, WireError,
-};
+use soundgate_proto::wire::{ClientId, ErrorKind, Reply, Request, SampleInfo, StreamId, WireError};
 use soundgate_proto::StreamSpec;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -295,37 +293,17 @@ impl Core {
                 format!("sink {} was removed", sink.name),
             ));
         }
-        let id = next_stream(&mut reg);
-        let stream = PlaybackStream {
-            id,
+        let new = NewPlayback {
+            name: format!("{SAMPLE_STREAM_PREFIX}{name}"),
             ring,
             spec,
             wake,
-            shared: Arc::clone(&shared),
+            shared,
+            capacity,
+            exclusive: false,
         };
-        sink.handle.add_playback(stream).map_err(|e| {
-            err(
-                ErrorKind::Busy,
-                format!("sink {} cannot take the sample now: {e}", sink.name),
-            )
-        })?;
+        let id = self.attach_playback(&mut reg, client, index, new, "sample")?;
         tracing::debug!(client, stream = id, sample = name, sink = %sink.name, frames, "sample playing");
-        reg.streams.insert(
-            id,
-            StreamEntry {
-                owner: client,
-                direction: Direction::Playback,
-                name: format!("{SAMPLE_STREAM_PREFIX}{name}"),
-                sink: index,
-                home: index,
-                device: sink.name.clone(),
-                spec,
-                shared,
-                reported_underruns: 0,
-                capacity,
-                exclusive: false,
-            },
-        );
         reg.samples.plays.insert(id, frames);
         Ok(Reply::StreamCreated {
             stream: id,
@@ -393,6 +371,7 @@ impl Core {
             if let Some(s) = reg.streams.remove(&id) {
                 tracing::debug!(stream = id, client = s.owner, "sample played out");
                 self.detach(&s, id);
+                self.stream_removed(&mut reg, id, &s);
             }
         }
     }
