@@ -9,6 +9,7 @@
 pub mod client;
 pub mod convert;
 pub mod format;
+pub mod futex;
 pub mod resample;
 pub mod ring;
 pub mod samples;

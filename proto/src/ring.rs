@@ -4,7 +4,10 @@
 //! offset   0  magic u32 | version u32 | capacity u64 (frames) | frame_bytes u32 | pad
 //! offset  64  write_index AtomicU64   (own cache line)
 //! offset 128  read_index  AtomicU64   (own cache line)
-//! offset 192  reserved
+//! offset 192  wake_seq    AtomicU32   (futex word: bumped by the server before each wake-up)
+//! offset 196  waiting     AtomicU32   (playback: client sets 1 before it sleeps; server clears)
+//! offset 200  wake_below  AtomicU64   (playback: wake me once the fill is below this, frames)
+//! offset 208  reserved
 //! offset 256  data: capacity * frame_bytes bytes
 //! ```
 //!
@@ -21,15 +24,26 @@
 //! client cannot publish its position: the server writes regardless (dropping the oldest data
 //! when the client lags) and the client detects that with [`record_valid_from`].
 //!
+//! **Wake-ups** go through the `wake_seq` futex word ([`crate::futex`]), never through a file
+//! the peer holds: the server bumps the word and calls `FUTEX_WAKE`, which cannot block
+//! whatever the peer wrote anywhere in the header. A playback client that wants to sleep until
+//! there is room publishes `wake_below` and then `waiting` ([`Ring::arm_wake`]), re-checks
+//! the read index, and waits on the sequence it loaded *before* arming; the server, after
+//! publishing its read index, wakes it only if it is waiting and the fill dropped below its
+//! threshold ([`Ring::take_wake_request`]), clearing `waiting` as it does, so a playback
+//! client costs the server at most one wake-up per cycle, whatever it writes there (see
+//! [`wake_wanted`]). Record rings are read-only to the client, which cannot publish anything:
+//! the server wakes a record reader once per cycle it wrote frames.
+//!
 //! Unsafe code here is limited to raw byte copies and atomic views into a [`Mapping`].
 
 use crate::shm::Mapping;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// "SGR1".
 pub const MAGIC: u32 = 0x3152_4753;
-/// Layout version.
-pub const RING_VERSION: u32 = 1;
+/// Layout version (2: futex wake-ups in the header instead of an eventfd beside the ring).
+pub const RING_VERSION: u32 = 2;
 /// Bytes before the data area.
 pub const HEADER_BYTES: usize = 256;
 /// Largest frame (8 channels of 32-bit samples).
@@ -49,12 +63,25 @@ pub struct RingHeader {
     _pad1: [u8; 56],
     read_index: AtomicU64,
     _pad2: [u8; 56],
-    _reserved: [u8; 64],
+    wake_seq: AtomicU32,
+    waiting: AtomicU32,
+    wake_below: AtomicU64,
+    _reserved: [u8; 48],
 }
 
 const _: () = assert!(std::mem::size_of::<RingHeader>() == HEADER_BYTES);
 const _: () = assert!(std::mem::offset_of!(RingHeader, write_index) == 64);
 const _: () = assert!(std::mem::offset_of!(RingHeader, read_index) == 128);
+const _: () = assert!(std::mem::offset_of!(RingHeader, wake_seq) == 192);
+const _: () = assert!(std::mem::offset_of!(RingHeader, waiting) == 196);
+const _: () = assert!(std::mem::offset_of!(RingHeader, wake_below) == 200);
+
+/// The server's wake-up decision for a playback stream, from the (untrusted) words the client
+/// wrote: wake it when it says it is waiting and the ring's fill (frames the server has not
+/// consumed yet) is below the threshold it asked for. Pure: any values are fine.
+pub fn wake_wanted(waiting: u32, wake_below: u64, fill: u64) -> bool {
+    waiting != 0 && fill < wake_below
+}
 
 /// Ring misuse or a peer's protocol violation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -146,6 +173,9 @@ impl Ring {
         h.capacity.store(capacity, Ordering::Relaxed);
         h.frame_bytes.store(frame_bytes as u32, Ordering::Relaxed);
         h.write_index.store(0, Ordering::Relaxed);
+        h.wake_seq.store(0, Ordering::Relaxed);
+        h.waiting.store(0, Ordering::Relaxed);
+        h.wake_below.store(0, Ordering::Relaxed);
         h.read_index.store(0, Ordering::Release);
         Ok(ring)
     }
@@ -230,6 +260,72 @@ impl Ring {
         self.ensure_writable()?;
         self.header().read_index.store(index, Ordering::Release);
         Ok(())
+    }
+
+    /// The futex word wake-ups go through (for [`crate::futex::wait`]).
+    pub fn wake_word(&self) -> &AtomicU32 {
+        &self.header().wake_seq
+    }
+
+    /// The current wake sequence (Acquire). Load it *before* checking the condition you wait
+    /// for, then wait on this value: a wake-up in between makes the wait return at once.
+    pub fn wake_seq(&self) -> u32 {
+        self.header().wake_seq.load(Ordering::Acquire)
+    }
+
+    /// Server side: bumps the wake sequence and wakes at most one waiter. Never blocks (see
+    /// [`crate::futex`]); a no-op on a read-only mapping.
+    pub fn signal(&self) {
+        if !self.map.writable() {
+            return;
+        }
+        let word = &self.header().wake_seq;
+        word.fetch_add(1, Ordering::Release);
+        crate::futex::wake(word, 1);
+    }
+
+    /// Playback client: asks to be woken once the fill drops below `below` frames. Call it,
+    /// then re-check the read index (the fence here orders the two), then wait on the
+    /// sequence loaded before this call.
+    pub fn arm_wake(&self, below: u64) -> Result<(), RingError> {
+        self.ensure_writable()?;
+        let h = self.header();
+        h.wake_below.store(below, Ordering::Relaxed);
+        h.waiting.store(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Playback client: withdraws a wake-up request (it found room without sleeping).
+    pub fn disarm_wake(&self) -> Result<(), RingError> {
+        self.ensure_writable()?;
+        self.header().waiting.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether the waiting flag is set (tests and diagnostics).
+    pub fn waiting(&self) -> bool {
+        self.header().waiting.load(Ordering::Relaxed) != 0
+    }
+
+    /// Server side, after publishing the read index: whether the client asked to be woken at
+    /// this `fill` ([`wake_wanted`]); if so the request is consumed (the flag cleared), so the
+    /// client must re-arm before it sleeps again. The words are untrusted: whatever they hold,
+    /// the answer is one bool and the caller wakes at most once.
+    pub fn take_wake_request(&self, fill: u64) -> bool {
+        if !self.map.writable() {
+            return false;
+        }
+        // Pairs with the fence in `arm_wake`: either we see the flag, or the client sees our
+        // read index when it re-checks after arming.
+        fence(Ordering::SeqCst);
+        let h = self.header();
+        let waiting = h.waiting.load(Ordering::Relaxed);
+        if !wake_wanted(waiting, h.wake_below.load(Ordering::Relaxed), fill) {
+            return false;
+        }
+        h.waiting.store(0, Ordering::Relaxed);
+        true
     }
 
     fn ensure_writable(&self) -> Result<(), RingError> {
@@ -383,6 +479,74 @@ mod tests {
         ));
         w.store_write(0).unwrap();
         assert!(Ring::attach(map(), 4, 2).is_ok());
+    }
+
+    #[test]
+    fn wake_decision_trusts_nothing() {
+        assert!(!wake_wanted(0, 100, 10), "not waiting");
+        assert!(wake_wanted(1, 100, 10));
+        assert!(!wake_wanted(1, 10, 10), "not below the threshold");
+        assert!(
+            wake_wanted(u32::MAX, u64::MAX, u64::MAX - 1),
+            "garbage is just a yes"
+        );
+        assert!(!wake_wanted(7, 0, 0), "a zero threshold never wakes");
+    }
+
+    #[test]
+    fn header_wake_words() {
+        let (fd, server) = ring(8, 4);
+        let size = ring_bytes(8, 4).unwrap();
+        let client = Ring::attach(Mapping::new(fd.as_fd(), size, true).unwrap(), 8, 4).unwrap();
+        assert_eq!(client.wake_seq(), 0);
+        assert!(!server.take_wake_request(0), "nobody asked");
+        client.arm_wake(4).unwrap();
+        assert!(server.waiting());
+        assert!(!server.take_wake_request(4), "fill 4 is not below 4");
+        assert!(server.waiting(), "a refused request stays armed");
+        assert!(server.take_wake_request(3));
+        assert!(!server.waiting(), "the server consumed the request");
+        assert!(!server.take_wake_request(0), "one wake-up per request");
+        let seq = client.wake_seq();
+        server.signal();
+        assert_eq!(client.wake_seq(), seq.wrapping_add(1));
+        assert_eq!(
+            crate::futex::wait(client.wake_word(), seq, std::time::Duration::from_secs(5)),
+            crate::futex::Wait::Changed
+        );
+        client.arm_wake(8).unwrap();
+        client.disarm_wake().unwrap();
+        assert!(!server.take_wake_request(0));
+        // Garbage in every word: the server still answers one bool and signals once.
+        let raw = Mapping::new(fd.as_fd(), size, true).unwrap();
+        // SAFETY: test-only: the mapping is `size` >= HEADER_BYTES bytes and page-aligned;
+        // we write the header's wake words as raw bytes like a hostile peer would.
+        unsafe { std::ptr::write_bytes(raw.as_ptr().add(192), 0xff, 64) };
+        assert!(server.take_wake_request(u64::MAX - 1));
+        server.signal();
+        assert_eq!(client.wake_seq(), 0, "u32::MAX + 1 wraps");
+    }
+
+    #[test]
+    fn a_read_only_reader_can_wait_on_the_word() {
+        let size = ring_bytes(4, 2).unwrap();
+        let (fd, map) = shm::create_read_only_for_peer("rec", size).unwrap();
+        let w = Ring::init(map, 4, 2).unwrap();
+        let r = Ring::attach(Mapping::new(fd.as_fd(), size, false).unwrap(), 4, 2).unwrap();
+        assert!(r.arm_wake(1).is_err(), "a read-only reader cannot arm");
+        assert!(!r.take_wake_request(0));
+        let seq = r.wake_seq();
+        let t = std::time::Instant::now();
+        assert_eq!(
+            crate::futex::wait(r.wake_word(), seq, std::time::Duration::from_millis(10)),
+            crate::futex::Wait::TimedOut
+        );
+        assert!(t.elapsed() >= std::time::Duration::from_millis(5));
+        w.signal();
+        assert_eq!(
+            crate::futex::wait(r.wake_word(), seq, std::time::Duration::from_secs(5)),
+            crate::futex::Wait::Changed
+        );
     }
 
     #[test]
