@@ -117,21 +117,18 @@ fn hostile_requests_harm_no_one_else() {
         .create("x")
         .unwrap();
     mfd.as_file().set_len(size as u64).unwrap();
-    let (kind, msg) = server_kind(attacker.request(
-        create_req(capacity),
-        &[mfd.as_file().as_fd(), eventfd().as_fd()],
-    ));
+    let (kind, msg) = server_kind(attacker.request(create_req(capacity), &[mfd.as_file().as_fd()]));
     assert_eq!(kind, ErrorKind::Protocol, "{msg}");
     assert!(msg.contains("not sealed"), "{msg}");
 
     // 2. A sealed memfd smaller than the ring it claims to hold.
     let small = shm::create_sealed("small", size / 2).unwrap();
-    let (kind, msg) =
-        server_kind(attacker.request(create_req(capacity), &[small.as_fd(), eventfd().as_fd()]));
+    let (kind, msg) = server_kind(attacker.request(create_req(capacity), &[small.as_fd()]));
     assert_eq!(kind, ErrorKind::Protocol, "{msg}");
     assert!(msg.contains("needs exactly"), "{msg}");
 
-    // 3. A pipe instead of an eventfd, and a missing fd.
+    // 3. Extra fds beside the ring (a pipe, or a raw eventfd as the old protocol took for
+    // wake-ups): refused, never kept; and a missing fd.
     let good = shm::create_sealed("ring", size).unwrap();
     Ring::init(
         Mapping::new(good.as_fd(), size, true).unwrap(),
@@ -143,8 +140,17 @@ fn hostile_requests_harm_no_one_else() {
     let (kind, msg) =
         server_kind(attacker.request(create_req(capacity), &[good.as_fd(), r.as_fd()]));
     assert_eq!(kind, ErrorKind::Protocol, "{msg}");
-    let (kind, _) = server_kind(attacker.request(create_req(capacity), &[good.as_fd()]));
+    let efd = eventfd();
+    let (kind, msg) =
+        server_kind(attacker.request(create_req(capacity), &[good.as_fd(), efd.as_fd()]));
+    assert_eq!(kind, ErrorKind::Protocol, "{msg}");
+    assert!(msg.contains("exactly 1 fd"), "{msg}");
+    let (kind, _) = server_kind(attacker.request(create_req(capacity), &[]));
     assert_eq!(kind, ErrorKind::Protocol);
+    assert!(
+        attacker.streams().unwrap().is_empty(),
+        "no stream came of a refused request"
+    );
     // The connection survives request-level errors.
     assert!(attacker.server_info().is_ok());
 
@@ -157,7 +163,7 @@ fn hostile_requests_harm_no_one_else() {
     )
     .unwrap();
     let (reply, _) = attacker
-        .request(create_req(capacity), &[ring_fd.as_fd(), eventfd().as_fd()])
+        .request(create_req(capacity), &[ring_fd.as_fd()])
         .unwrap();
     let Reply::StreamCreated { stream, .. } = reply else {
         panic!("{reply:?}")
@@ -191,8 +197,7 @@ fn hostile_requests_harm_no_one_else() {
         SPEC.frame_bytes() * 2,
     )
     .unwrap();
-    let (kind, msg) =
-        server_kind(attacker.request(create_req(capacity), &[liar.as_fd(), eventfd().as_fd()]));
+    let (kind, msg) = server_kind(attacker.request(create_req(capacity), &[liar.as_fd()]));
     assert_eq!(kind, ErrorKind::Protocol, "{msg}");
 
     // 6. A datagram over the size cap gets a protocol error and ends that connection.

@@ -1535,12 +1535,23 @@ impl Ctl {
                         format!("{:.1}", d.cycle_p99_us),
                         format!("{:.1}", d.cycle_max_us),
                         format!("{:.2}%", d.load * 100.0),
+                        format!("{}/{}", d.engine_streams, d.streams),
+                        d.wakeups.to_string(),
                     ]
                 })
                 .collect();
             say(table(
                 &[
-                    "DEVICE", "CYCLES", "LATE", "XRUNS", "MEAN_US", "P99_US", "MAX_US", "LOAD",
+                    "DEVICE",
+                    "CYCLES",
+                    "LATE",
+                    "XRUNS",
+                    "MEAN_US",
+                    "P99_US",
+                    "MAX_US",
+                    "LOAD",
+                    "ENGINE/REG",
+                    "WAKEUPS",
                 ],
                 &rows,
             ))?;

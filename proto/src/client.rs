@@ -14,13 +14,18 @@
 //!
 //! The server mixes only at the device's rate, so the library converts: a stream's ring carries
 //! the caller's format and channels at the device's rate, or f32 when it has to resample.
-//! Writing blocks while the ring is full and wakes on the eventfd the server writes each cycle;
-//! reading blocks on the record stream's eventfd. Neither busy-loops.
+//! Writing blocks while the ring is full: the library asks, in the ring header, to be woken
+//! once half the ring (or what is left to write) is free, and sleeps on the header's futex
+//! word ([`crate::futex`]), which the server wakes only then. Reading blocks on the record
+//! ring's futex word, which the server wakes each cycle it wrote. Waits are sliced
+//! ([`WAIT_SLICE`]): between slices the library reads its connection without blocking, so a
+//! dead server or an ended stream is noticed. Neither busy-loops.
 //!
 //! A [`Client`] is a cheap handle (clone it freely); its streams share the connection.
 
 use crate::convert;
 use crate::format::{SampleFormat, SpecError, StreamSpec};
+use crate::futex;
 use crate::resample::{ResampleError, Resampler};
 use crate::ring::{self, Ring, RingError};
 use crate::shm::{self, Mapping, ShmError};
@@ -29,10 +34,8 @@ use crate::wire::{
     self, ClientId, ClientMsg, CodecError, DeviceInfo, ErrorKind, Event, Reply, Request,
     ServerInfo, ServerMsg, StreamId, StreamInfo, WireError, PROTOCOL_VERSION,
 };
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -41,6 +44,8 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_SERVER: &str = "/run/soundgate/native";
 /// Environment variable naming the server socket.
 pub const SERVER_ENV: &str = "SOUNDGATE_SERVER";
+/// Longest single futex sleep; between slices the connection is checked (events, hang-up).
+pub const WAIT_SLICE: Duration = Duration::from_millis(100);
 
 /// The server socket: `explicit` (a `--server` flag), else `$SOUNDGATE_SERVER`, else
 /// [`DEFAULT_SERVER`].
@@ -410,7 +415,6 @@ impl Client {
             capacity,
             ring_spec.frame_bytes(),
         )?;
-        let wake = new_eventfd()?;
         let req = Request::CreatePlayback {
             name: opts.name.clone(),
             sink: Some(sink.name.clone()),
@@ -421,7 +425,7 @@ impl Client {
             corked: opts.corked,
             exclusive: opts.exclusive,
         };
-        let (reply, _) = self.request(req, &[memfd.as_fd(), wake.as_fd()])?;
+        let (reply, _) = self.request(req, &[memfd.as_fd()])?;
         let Reply::StreamCreated { stream, .. } = reply else {
             return Err(unexpected(&reply));
         };
@@ -429,7 +433,6 @@ impl Client {
             client: self.clone(),
             id: stream,
             ring,
-            wake,
             input: opts.spec,
             ring_spec,
             resampler,
@@ -497,15 +500,12 @@ impl Client {
         else {
             return Err(unexpected(&reply));
         };
-        if fds.len() != 2 {
+        if fds.len() != 1 {
             return Err(ClientError::Protocol(format!(
-                "record reply carried {} fds, expected 2",
+                "record reply carried {} fds, expected 1",
                 fds.len()
             )));
         }
-        let wake = fds
-            .pop()
-            .ok_or_else(|| ClientError::Protocol("missing eventfd".into()))?;
         let memfd = fds
             .pop()
             .ok_or_else(|| ClientError::Protocol("missing memfd".into()))?;
@@ -520,7 +520,6 @@ impl Client {
             id: stream,
             ring,
             memfd,
-            wake,
             wanted: opts.spec,
             ring_spec,
             resampler,
@@ -538,36 +537,12 @@ fn unexpected(r: &Reply) -> ClientError {
     ClientError::Protocol(format!("unexpected reply {r:?}"))
 }
 
-fn new_eventfd() -> Result<OwnedFd, ClientError> {
-    let efd =
-        EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(|errno| {
-            ClientError::Sys {
-                op: "eventfd",
-                errno,
-            }
-        })?;
-    Ok(efd.into())
-}
-
-/// Waits until `wake` or the connection is readable, or `timeout` passes. Clears the eventfd.
-fn wait(wake: BorrowedFd<'_>, client: &Client, timeout: Duration) -> Result<(), ClientError> {
-    let conn = client.lock();
-    let sock = conn.sock.as_fd();
-    let mut fds = [
-        PollFd::new(wake, PollFlags::POLLIN),
-        PollFd::new(sock, PollFlags::POLLIN),
-    ];
-    let ms =
-        PollTimeout::try_from(timeout.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX);
-    // Polling with the lock held is fine: streams of one client are driven from one thread at a
-    // time, and the wait is bounded.
-    match poll(&mut fds, ms) {
-        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-        Err(errno) => return Err(ClientError::Sys { op: "poll", errno }),
-    }
-    let mut counter = [0u8; 8];
-    let _ = nix::unistd::read(wake.as_raw_fd(), &mut counter);
-    Ok(())
+/// Sleeps on `ring`'s futex word while it still holds `seq`, for at most `timeout` (capped at
+/// [`WAIT_SLICE`]). The caller loads `seq` before checking its condition and re-checks after.
+fn sleep_on(ring: &Ring, seq: u32, timeout: Duration) {
+    // Every outcome (woken, changed, timed out, interrupted) sends the caller back to its
+    // condition and its connection check.
+    let _ = futex::wait(ring.wake_word(), seq, timeout.min(WAIT_SLICE));
 }
 
 /// Options for [`Client::playback`].
@@ -613,7 +588,6 @@ pub struct Playback {
     client: Client,
     id: StreamId,
     ring: Ring,
-    wake: OwnedFd,
     input: StreamSpec,
     ring_spec: StreamSpec,
     resampler: Option<Resampler>,
@@ -683,14 +657,18 @@ impl Playback {
         let fb = self.ring_spec.frame_bytes();
         let cap = self.ring.capacity();
         while !data.is_empty() {
-            let read = self.ring.load_read();
-            let filled = ring::readable(self.written, read, cap).map_err(|_| {
-                ClientError::Protocol("server published an impossible read index".into())
-            })?;
-            let free = cap - filled;
+            let seq = self.ring.wake_seq();
+            let free = cap - self.filled()?;
             if free == 0 {
+                // Wake me when half the ring, or all that is left to write, fits.
+                let want = ((data.len() / fb) as u64).min(cap / 2).max(1);
+                self.ring.arm_wake(cap - want + 1)?;
+                if cap - self.filled()? >= want {
+                    self.ring.disarm_wake()?;
+                    continue;
+                }
                 self.client.lock().check_stream(self.id)?;
-                wait(self.wake.as_fd(), &self.client, Duration::from_millis(500))?;
+                sleep_on(&self.ring, seq, WAIT_SLICE);
                 continue;
             }
             let frames = free.min((data.len() / fb) as u64);
@@ -701,6 +679,12 @@ impl Playback {
             data = rest;
         }
         Ok(())
+    }
+
+    /// Frames written and not yet consumed by the server.
+    fn filled(&self) -> Result<u64, ClientError> {
+        ring::readable(self.written, self.ring.load_read(), self.ring.capacity())
+            .map_err(|_| ClientError::Protocol("server published an impossible read index".into()))
     }
 
     /// Flushes the resampler, tells the server the end is coming, and waits until every frame
@@ -715,8 +699,15 @@ impl Playback {
         let deadline_per_frame = Duration::from_secs(2);
         let mut last = (self.ring.load_read(), Instant::now());
         while self.ring.load_read() != self.written {
+            let seq = self.ring.wake_seq();
+            // Wake me when the ring is empty.
+            self.ring.arm_wake(1)?;
+            if self.ring.load_read() == self.written {
+                self.ring.disarm_wake()?;
+                break;
+            }
             self.client.lock().check_stream(self.id)?;
-            wait(self.wake.as_fd(), &self.client, Duration::from_millis(200))?;
+            sleep_on(&self.ring, seq, WAIT_SLICE);
             let read = self.ring.load_read();
             if read != last.0 {
                 last = (read, Instant::now());
@@ -808,7 +799,6 @@ pub struct Record {
     id: StreamId,
     ring: Ring,
     memfd: OwnedFd,
-    wake: OwnedFd,
     wanted: StreamSpec,
     ring_spec: StreamSpec,
     resampler: Option<Resampler>,
@@ -850,6 +840,7 @@ impl Record {
     ) -> Result<usize, ClientError> {
         let start = Instant::now();
         loop {
+            let seq = self.ring.wake_seq();
             let got = self.read_available(out)?;
             if got > 0 {
                 return Ok(got);
@@ -862,11 +853,7 @@ impl Record {
                 None => Duration::from_millis(500),
             };
             self.client.lock().check_stream(self.id)?;
-            wait(
-                self.wake.as_fd(),
-                &self.client,
-                left.min(Duration::from_millis(500)),
-            )?;
+            sleep_on(&self.ring, seq, left);
         }
     }
 

@@ -48,8 +48,9 @@ pub enum Request {
     ListSources,
     /// The client's own streams.
     ListStreams,
-    /// Create a playback stream. Carries two fds: a sealed memfd holding the ring
-    /// (see [`crate::ring`]) and an eventfd the server writes when it consumed frames.
+    /// Create a playback stream. Carries exactly one fd: a sealed memfd holding the ring
+    /// (see [`crate::ring`]); wake-ups go through the ring header's futex word, so no other fd
+    /// is taken (a request with more or fewer fds is a protocol error).
     /// `spec.rate` must equal the sink's rate (the client library resamples).
     CreatePlayback {
         name: String,
@@ -63,8 +64,8 @@ pub enum Request {
         /// streams there. Denied unless policy grants `passthrough`.
         exclusive: bool,
     },
-    /// Create a record stream. The reply carries two fds: a read-only ring memfd created and
-    /// sealed by the server, and an eventfd the server writes when it produced frames.
+    /// Create a record stream. The reply carries one fd: a read-only ring memfd created and
+    /// sealed by the server, whose header's futex word the server wakes when it produced frames.
     CreateRecord {
         name: String,
         source: Option<String>,
@@ -78,7 +79,7 @@ pub enum Request {
     /// Pause (cork) or resume a stream.
     Cork { stream: StreamId, corked: bool },
     /// Mark a playback stream as draining: running out of data is then no underrun. The
-    /// client waits for the ring to empty on its eventfd.
+    /// client waits for the ring to empty on the ring header's futex word.
     Drain { stream: StreamId },
     /// Counters and state of one stream.
     StreamInfo { stream: StreamId },
@@ -223,6 +224,15 @@ pub struct DeviceStats {
     pub cycle_max_us: f64,
     /// Cycle time over the cycle budget (quantum / rate), 0.0..
     pub load: f64,
+    /// Streams the registry places on this device.
+    pub streams: u32,
+    /// Streams the engine thread actually carried in its last cycle.
+    pub engine_streams: u32,
+    /// Streams handed to the engine and not yet released back (carried, queued, or retired
+    /// and not yet freed). Equal to `streams` once the engine has caught up.
+    pub engine_held: u32,
+    /// Client wake-ups (futex wakes) the engine made since the device started.
+    pub wakeups: u64,
 }
 
 /// Server-wide statistics ([`Request::Stats`]).

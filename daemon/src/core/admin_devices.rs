@@ -392,7 +392,7 @@ impl Core {
             };
             // Ending it marks nothing in the engine: it is dropped when the stopped engine
             // retires it (see `reap`).
-            self.detach(&s, id);
+            self.detach(&mut reg, &s, id);
             self.stream_removed(&mut reg, id, &s);
             let what = if s.direction == Direction::Record {
                 "recorded from"

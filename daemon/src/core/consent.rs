@@ -591,7 +591,7 @@ impl Core {
             self.consents().wanted.remove(&owner);
             if decision != Decision::Allow {
                 if let Some(s) = reg.streams.remove(&id) {
-                    self.detach(&s, id);
+                    self.detach(&mut reg, &s, id);
                     self.stream_removed(&mut reg, id, &s);
                 }
                 let error = err(

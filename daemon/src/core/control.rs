@@ -324,7 +324,13 @@ impl Core {
         let reg = self.reg();
         let mut devices = Vec::with_capacity(self.sinks.len());
         let mut loads = Vec::with_capacity(self.sinks.len());
-        for s in &self.sinks {
+        let mut on_device = vec![0u32; self.sinks.len()];
+        for s in reg.streams.values() {
+            if let Some(n) = on_device.get_mut(s.sink) {
+                *n += 1;
+            }
+        }
+        for (i, s) in self.sinks.iter().enumerate() {
             let shared = s.handle.shared();
             if s.dev.is_removed() {
                 // Keeps `loads` indexed by device; a removed device carries no stream.
@@ -348,13 +354,11 @@ impl Core {
                 cycle_p99_us: cycle.p99_us,
                 cycle_max_us: cycle.max_us,
                 load,
+                streams: on_device.get(i).copied().unwrap_or(0),
+                engine_streams: shared.engine_streams(),
+                engine_held: u32::try_from(s.handle.held()).unwrap_or(u32::MAX),
+                wakeups: shared.wakeups(),
             });
-        }
-        let mut on_device = vec![0u32; self.sinks.len()];
-        for s in reg.streams.values() {
-            if let Some(n) = on_device.get_mut(s.sink) {
-                *n += 1;
-            }
         }
         let mut cost: BTreeMap<ClientId, f64> = reg.clients.keys().map(|c| (*c, 0.0)).collect();
         for s in reg.streams.values() {

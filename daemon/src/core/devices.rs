@@ -513,8 +513,8 @@ impl Core {
         }
     }
 
-    /// Points stream `id` at sink `to` and asks its current engine to let go of it. When that
-    /// engine's command queue is full nothing changes and the error is returned (and logged).
+    /// Points stream `id` at sink `to` and asks its current engine to let go of it (its release
+    /// flag: this cannot fail).
     pub(super) fn start_move(
         &self,
         reg: &mut super::Registry,
@@ -528,10 +528,7 @@ impl Core {
         if from == to {
             return Ok(());
         }
-        if let Err(e) = self.sinks[from].handle.remove(id) {
-            tracing::error!(stream = id, "could not move stream: {e}");
-            return Err(e);
-        }
+        self.sinks[from].handle.remove(&s.shared);
         s.sink = to;
         s.device = super::streams::device_name(&self.sinks[to], s.direction);
         reg.moving.insert(id);
@@ -553,6 +550,8 @@ impl Core {
             return Some(stream);
         };
         let target = &self.sinks[entry.sink];
+        // It left its last engine because we asked it to; the next must keep it.
+        stream.shared().cancel_release();
         let res = match stream {
             Retired::Playback(p) => target.handle.add_playback(p),
             Retired::Record(r) => target.handle.add_record(r),

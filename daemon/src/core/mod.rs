@@ -26,7 +26,6 @@ use crate::engine::{EndReason, PlaybackStream, RecordStream, Retired, SinkHandle
 use crate::identity::Identity;
 use crate::policy::{Action, Decision, Object, Policy, Subject};
 pub use consent::{Handled, Parked};
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use soundgate_proto::ring::{self, Ring};
 use soundgate_proto::shm::{self, Mapping};
 use soundgate_proto::wire::{
@@ -35,7 +34,7 @@ use soundgate_proto::wire::{
 };
 use soundgate_proto::StreamSpec;
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
@@ -134,6 +133,8 @@ struct ClientEntry {
 #[derive(Debug)]
 struct StreamEntry {
     owner: ClientId,
+    /// The owner's uid (for the quotas, which outlive the owner's connection).
+    uid: u32,
     direction: Direction,
     name: String,
     sink: usize,
@@ -160,6 +161,9 @@ struct Registry {
     samples: samples::SampleCache,
     /// Streams handed back by their engine and not yet landed on the next (see [`devices`]).
     moving: std::collections::BTreeSet<StreamId>,
+    /// Streams out of the registry whose engine has not handed them back yet (owner, uid):
+    /// they still count against the quotas until [`Core::reap`] frees them.
+    releasing: BTreeMap<StreamId, (ClientId, u32)>,
 }
 
 /// The core. Shared by all connection tasks (`Arc<Core>`).
@@ -326,7 +330,7 @@ impl Core {
             .collect();
         for id in &mine {
             if let Some(s) = reg.streams.remove(id) {
-                self.detach(&s, *id);
+                self.detach(&mut reg, &s, *id);
                 self.stream_removed(&mut reg, *id, &s);
             }
         }
@@ -334,10 +338,12 @@ impl Core {
         tracing::info!(client, pid = entry.identity.pid, label = %entry.label, streams = mine.len(), "client disconnected");
     }
 
-    fn detach(&self, s: &StreamEntry, id: StreamId) {
-        if let Err(e) = self.sinks[s.sink].handle.remove(id) {
-            tracing::error!(stream = id, "could not remove stream from engine: {e}");
-        }
+    /// Stream `id` (`s`, already out of the registry) leaves its engine: its release flag is
+    /// set (which cannot fail or be lost), and it counts against its owner's quotas until the
+    /// engine hands it back and [`Core::reap`] frees it.
+    fn detach(&self, reg: &mut Registry, s: &StreamEntry, id: StreamId) {
+        self.sinks[s.sink].handle.remove(&s.shared);
+        reg.releasing.insert(id, (s.owner, s.uid));
     }
 
     /// Collects streams sink `index`'s engine has let go, tells owners about those it ended on
@@ -390,6 +396,9 @@ impl Core {
             } else {
                 rest.push(r);
             }
+        }
+        for r in &rest {
+            reg.releasing.remove(&r.id());
         }
         if !sink.dev.is_removed() {
             self.device_events(index, &mut reg);
@@ -747,7 +756,7 @@ impl Core {
         self.with_own_stream(client, stream, |_| Ok(Reply::Ok))?;
         let mut reg = self.reg();
         if let Some(s) = reg.streams.remove(&stream) {
-            self.detach(&s, stream);
+            self.detach(&mut reg, &s, stream);
             self.stream_removed(&mut reg, stream, &s);
         }
         Ok(Reply::Ok)
@@ -778,18 +787,22 @@ impl Core {
         }
     }
 
-    /// Checks the stream quotas for `client`.
+    /// Checks the stream quotas for `client`. A stream counts from its creation until its
+    /// engine has handed it back and it was freed ([`Registry::releasing`]), so a client
+    /// cannot exceed a quota by dying and reconnecting faster than the engines let go.
     fn check_quota(&self, reg: &Registry, client: ClientId) -> Result<(), WireError> {
         let uid = reg.clients.get(&client).map(|c| c.subject.uid);
         let (mut mine, mut same_uid) = (0usize, 0usize);
-        for s in reg.streams.values() {
-            if s.owner == client {
+        let owners = reg.streams.values().map(|s| (s.owner, s.uid));
+        for (owner, owner_uid) in owners.chain(reg.releasing.values().copied()) {
+            if owner == client {
                 mine += 1;
             }
-            if reg.clients.get(&s.owner).map(|c| c.subject.uid) == uid {
+            if Some(owner_uid) == uid {
                 same_uid += 1;
             }
         }
+        let total = reg.streams.len() + reg.releasing.len();
         let l = &self.limits;
         if mine >= l.streams_per_client {
             return Err(err(
@@ -809,12 +822,11 @@ impl Core {
                 ),
             ));
         }
-        if reg.streams.len() >= l.streams_total {
+        if total >= l.streams_total {
             return Err(err(
                 ErrorKind::Quota,
                 format!(
-                    "the server already has {} streams (limit {})",
-                    reg.streams.len(),
+                    "the server already has {total} streams (limit {})",
                     l.streams_total
                 ),
             ));
@@ -888,11 +900,13 @@ impl Core {
         self.check_quota(&reg, client)?;
         self.check_geometry(sink, &spec, capacity, 2, self.limits.max_latency_ms)?;
         check_volume(volume)?;
-        let [memfd, wake]: [OwnedFd; 2] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+        // Exactly the ring: wake-ups go through its header's futex word, so an extra fd (an
+        // eventfd, a pipe) is refused, never kept.
+        let [memfd]: [OwnedFd; 1] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
             err(
                 ErrorKind::Protocol,
                 format!(
-                    "a playback stream needs 2 fds (ring memfd, eventfd), got {}",
+                    "a playback stream takes exactly 1 fd (the ring memfd), got {}",
                     fds.len()
                 ),
             )
@@ -903,14 +917,12 @@ impl Core {
         shm::verify_sealed(memfd.as_fd(), size).map_err(|e| protocol(&e))?;
         let map = Mapping::new(memfd.as_fd(), size, true).map_err(|e| protocol(&e))?;
         let ring = Ring::attach(map, capacity, spec.frame_bytes()).map_err(|e| protocol(&e))?;
-        check_eventfd(wake.as_fd())?;
         drop(memfd);
         let shared = StreamShared::new(volume, muted, corked);
         let new = NewPlayback {
             name,
             ring,
             spec,
-            wake,
             shared,
             capacity,
             exclusive,
@@ -966,17 +978,12 @@ impl Core {
         let (memfd, map) =
             shm::create_read_only_for_peer("soundgate-rec", size).map_err(|e| internal(&e))?;
         let ring = Ring::init(map, capacity, spec.frame_bytes()).map_err(|e| internal(&e))?;
-        let wake: OwnedFd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(|e| internal(&e))?
-            .into();
-        let client_wake = wake.try_clone().map_err(|e| internal(&e))?;
         let id = next_stream(&mut reg);
         let shared = StreamShared::new(1.0, false, false);
         let stream = RecordStream {
             id,
             ring,
             spec,
-            wake,
             shared: Arc::clone(&shared),
         };
         sink.handle.add_record(stream).map_err(|e| {
@@ -986,8 +993,10 @@ impl Core {
             )
         })?;
         tracing::info!(client, stream = id, %source, %spec, "record stream created");
+        let uid = reg.clients.get(&client).map_or(u32::MAX, |c| c.subject.uid);
         let entry = StreamEntry {
             owner: client,
+            uid,
             direction: Direction::Record,
             name,
             sink: index,
@@ -1007,7 +1016,7 @@ impl Core {
             capacity_frames: capacity,
             quantum: sink.handle.quantum(),
         };
-        Ok((reply, vec![memfd, client_wake]))
+        Ok((reply, vec![memfd]))
     }
 }
 
@@ -1016,7 +1025,6 @@ struct NewPlayback {
     name: String,
     ring: Ring,
     spec: StreamSpec,
-    wake: OwnedFd,
     shared: Arc<StreamShared>,
     capacity: u64,
     exclusive: bool,
@@ -1039,7 +1047,6 @@ impl Core {
             id,
             ring: new.ring,
             spec: new.spec,
-            wake: new.wake,
             shared: Arc::clone(&new.shared),
         };
         sink.handle.add_playback(stream).map_err(|e| {
@@ -1048,8 +1055,10 @@ impl Core {
                 format!("sink {} cannot take the {what} now: {e}", sink.name),
             )
         })?;
+        let uid = reg.clients.get(&client).map_or(u32::MAX, |c| c.subject.uid);
         let entry = StreamEntry {
             owner: client,
+            uid,
             direction: Direction::Playback,
             name: new.name,
             sink: index,
@@ -1099,21 +1108,6 @@ fn check_volume(v: f32) -> Result<(), WireError> {
             format!("volume {v} is outside 0.0..={MAX_VOLUME}"),
         ));
     }
-    Ok(())
-}
-
-/// Refuses anything but an eventfd for a stream's wake-ups (a pipe could fill and block).
-fn check_eventfd(fd: BorrowedFd<'_>) -> Result<(), WireError> {
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-    match link {
-        Ok(p) if p.as_os_str() == "anon_inode:[eventfd]" => {}
-        _ => return Err(err(ErrorKind::Protocol, "the second fd must be an eventfd")),
-    }
-    let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
-        .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
-    let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))
-        .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
     Ok(())
 }
 

@@ -17,7 +17,9 @@
 //! **Play** ([`Request::PlaySample`]) is a `play` on the sink for the policy and counts
 //! against the stream quotas. The server builds a playback stream it owns: a fresh memfd ring
 //! filled with the whole sample (write index = its frames), marked draining so the engine
-//! plays it once without counting an underrun, and a server-side eventfd. While it plays it is
+//! plays it once without counting an underrun. No fd of it is held by anyone but the server
+//! (the memfd is closed once mapped), and nobody waits on its ring: the engine never wakes it,
+//! since nothing sets its waiting flag. While it plays it is
 //! one of the client's streams (listed, controllable, deleted on disconnect); once the engine
 //! has consumed every frame, [`Core::samples_tick`] (called from [`Core::tick`]) removes it.
 //! The sample's rate must be the sink's (the client library resamples before uploading).
@@ -25,7 +27,6 @@
 use super::{check_volume, err, Core, NewPlayback, Registry};
 use crate::engine::StreamShared;
 use crate::policy::{Action, Object};
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use soundgate_proto::ring::{self, Ring};
 use soundgate_proto::shm::{self, Mapping};
 use soundgate_proto::wire::{ClientId, ErrorKind, Reply, Request, SampleInfo, StreamId, WireError};
@@ -275,9 +276,6 @@ impl Core {
         ring.copy_in(0, &pcm).map_err(|e| internal(&e))?;
         ring.store_write(frames).map_err(|e| internal(&e))?;
         drop(pcm);
-        let wake: OwnedFd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-            .map_err(|e| internal(&e))?
-            .into();
         let shared = StreamShared::new(volume, false, false);
         shared.set_draining(true);
 
@@ -297,7 +295,6 @@ impl Core {
             name: format!("{SAMPLE_STREAM_PREFIX}{name}"),
             ring,
             spec,
-            wake,
             shared,
             capacity,
             exclusive: false,
@@ -370,7 +367,7 @@ impl Core {
             }
             if let Some(s) = reg.streams.remove(&id) {
                 tracing::debug!(stream = id, client = s.owner, "sample played out");
-                self.detach(&s, id);
+                self.detach(&mut reg, &s, id);
                 self.stream_removed(&mut reg, id, &s);
             }
         }

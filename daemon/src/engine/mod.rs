@@ -14,16 +14,27 @@
 //! - **takes no lock and logs nothing**; meters and counters are published through atomics
 //!   ([`StreamShared`], [`SinkShared`]);
 //! - **makes no blocking syscall** but the clock sleep (`clock_nanosleep(TIMER_ABSTIME)` on
-//!   `CLOCK_MONOTONIC`); eventfd writes are non-blocking (`EFD_NONBLOCK`, `EAGAIN` ignored);
+//!   `CLOCK_MONOTONIC`) and a device-clocked backend's device wait. It never touches a file
+//!   a client holds: clients are woken through their ring header's futex word
+//!   ([`soundgate_proto::futex`]; `FUTEX_WAKE` cannot block, whatever the client wrote in the
+//!   header), and the only eventfd it writes is the sink's own notify eventfd
+//!   (`EFD_NONBLOCK`, never given to anyone, `EAGAIN` ignored);
+//! - **wakes a client at most once per cycle**: a playback client only when its header says
+//!   it is waiting and the ring's fill dropped below the threshold it published
+//!   ([`soundgate_proto::ring::Ring::take_wake_request`]; the request is consumed), a record
+//!   reader once per cycle the engine wrote frames; [`SinkShared::wakeups`] counts them;
 //! - **owns all the state it touches** in one struct (`Engine`, private), moved into the
 //!   thread at spawn;
-//! - **receives commands** (add a fully built stream, remove one) on a lock-free `rtrb` queue,
-//!   drained at the start of each cycle;
-//! - **drops nothing that frees**: streams leave on a second `rtrb` queue, sized
-//!   `max_streams + command queue capacity` so it cannot overflow (the control side also
-//!   refuses to hand over more than `max_streams` streams that have not been collected back),
-//!   and are dropped by [`SinkHandle::collect_retired`] on the control side. No `Arc` and no
-//!   `Ring` is dropped inside the loop.
+//! - **receives streams** on a lock-free `rtrb` queue of `max_streams` slots, drained at the
+//!   start of each cycle. The control side never hands over more than `max_streams` streams
+//!   that have not been collected back, so the queue cannot overflow;
+//! - **cannot lose a removal**: the control side removes a stream by setting its
+//!   [`StreamShared`] release flag ([`SinkHandle::remove`], which cannot fail); the engine
+//!   checks every stream's flag each cycle and retires the flagged ones;
+//! - **drops nothing that frees**: streams leave on a second `rtrb` queue, also sized
+//!   `max_streams` (at most that many exist), and are dropped by
+//!   [`SinkHandle::collect_retired`] on the control side. No `Arc` and no `Ring` is dropped
+//!   inside the loop.
 //!
 //! The backend's `write` runs on this thread and is bound by the same rules (see
 //! [`crate::backend`]); its `finish` runs after the loop, when the rules no longer apply.
@@ -84,8 +95,6 @@ use std::sync::atomic::{
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
-/// Commands the control side can have in flight per sink.
-pub const COMMAND_CAPACITY: usize = 64;
 /// Largest quantum a sink may have, in frames.
 pub const MAX_QUANTUM: u32 = 16_384;
 /// Most streams one sink may carry.
@@ -120,6 +129,7 @@ pub struct StreamShared {
     peak: AtomicU32,
     rms: AtomicU32,
     ended: AtomicU8,
+    release: AtomicBool,
 }
 
 impl StreamShared {
@@ -135,6 +145,7 @@ impl StreamShared {
             peak: AtomicU32::new(0),
             rms: AtomicU32::new(0),
             ended: AtomicU8::new(ENDED_NONE),
+            release: AtomicBool::new(false),
         };
         s.set_volume(volume);
         Arc::new(s)
@@ -216,6 +227,23 @@ impl StreamShared {
         }
     }
 
+    /// Asks the engine that carries this stream to let go of it: it retires the stream at the
+    /// start of its next cycle. Cannot fail and cannot be lost (it is a flag, not a message).
+    pub fn request_release(&self) {
+        self.release.store(true, Ordering::Release);
+    }
+
+    /// Withdraws a release request (the core does this before handing a moved stream to its
+    /// next engine).
+    pub fn cancel_release(&self) {
+        self.release.store(false, Ordering::Release);
+    }
+
+    /// Whether the stream was asked to leave its engine.
+    pub fn release_requested(&self) -> bool {
+        self.release.load(Ordering::Acquire)
+    }
+
     fn set_ended(&self, r: EndReason) {
         let v = match r {
             EndReason::BadIndex => ENDED_BAD_INDEX,
@@ -242,12 +270,10 @@ impl StreamShared {
 pub struct PlaybackStream {
     /// The stream's id.
     pub id: StreamId,
-    /// The client-written ring.
+    /// The client-written ring; its header's futex word is how the client is woken.
     pub ring: Ring,
     /// The client's format, channels and rate (the rate must be the sink's).
     pub spec: StreamSpec,
-    /// Written (1u64) whenever the engine consumed frames, so the client refills.
-    pub wake: OwnedFd,
     /// Controls and meters.
     pub shared: Arc<StreamShared>,
 }
@@ -257,12 +283,11 @@ pub struct PlaybackStream {
 pub struct RecordStream {
     /// The stream's id.
     pub id: StreamId,
-    /// The server-written ring (the client maps it read-only).
+    /// The server-written ring (the client maps it read-only); its header's futex word is
+    /// woken after every quantum the engine wrote.
     pub ring: Ring,
     /// The client's format, channels and rate (the rate must be the sink's).
     pub spec: StreamSpec,
-    /// Written (1u64) after every quantum the engine wrote.
-    pub wake: OwnedFd,
     /// Controls and meters.
     pub shared: Arc<StreamShared>,
 }
@@ -378,6 +403,10 @@ pub struct SinkShared {
     unavailable: AtomicBool,
     outages: AtomicU64,
     last_errno: AtomicI32,
+    /// Streams in the engine loop, published each cycle.
+    streams: AtomicU32,
+    /// Client wake-ups (futex wakes) made.
+    wakeups: AtomicU64,
 }
 
 impl SinkShared {
@@ -404,6 +433,8 @@ impl SinkShared {
             unavailable: AtomicBool::new(false),
             outages: AtomicU64::new(0),
             last_errno: AtomicI32::new(0),
+            streams: AtomicU32::new(0),
+            wakeups: AtomicU64::new(0),
         }
     }
 
@@ -563,6 +594,17 @@ impl SinkShared {
     pub fn last_errno(&self) -> i32 {
         self.last_errno.load(Ordering::Relaxed)
     }
+
+    /// Streams (playback and record) the engine thread carried in its last cycle: its real
+    /// count, not the registry's.
+    pub fn engine_streams(&self) -> u32 {
+        self.streams.load(Ordering::Relaxed)
+    }
+
+    /// Client wake-ups (futex wakes) the engine made since the device started.
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
+    }
 }
 
 /// Failures of the engine's control side.
@@ -663,7 +705,6 @@ pub enum EngineError {
 enum Command {
     AddPlayback(PlaybackStream),
     AddRecord(RecordStream),
-    Remove(StreamId),
 }
 
 /// How the engine thread's `SCHED_FIFO` attempt went.
@@ -765,8 +806,9 @@ impl SinkHandle {
                 return Err(EngineError::Notify { sink: name, source });
             }
         };
-        let (cmd_tx, cmd_rx) = rtrb::RingBuffer::new(COMMAND_CAPACITY);
-        let (ret_tx, ret_rx) = rtrb::RingBuffer::new(max_streams + COMMAND_CAPACITY);
+        // Each queued stream counts in `live` (< max_streams), so neither queue can fill.
+        let (cmd_tx, cmd_rx) = rtrb::RingBuffer::new(max_streams);
+        let (ret_tx, ret_rx) = rtrb::RingBuffer::new(max_streams);
         let budget_ns = timer::cycle_offset_ns(1, quantum, spec.rate);
         let shared = Arc::new(SinkShared::new(budget_ns));
         let stop = Arc::new(AtomicBool::new(false));
@@ -777,7 +819,7 @@ impl SinkHandle {
             sink_ch: usize::from(spec.channels),
             commands: cmd_rx,
             retired: ret_tx,
-            limbo: Vec::with_capacity(max_streams + COMMAND_CAPACITY),
+            limbo: Vec::with_capacity(max_streams),
             notify: engine_notify,
             notify_pending: false,
             stop: Arc::clone(&stop),
@@ -975,14 +1017,18 @@ impl SinkHandle {
         self.send(Command::AddRecord(s))
     }
 
-    /// Asks the engine to drop a stream; it comes back through [`SinkHandle::collect_retired`].
-    /// Removing an unknown id is not an error (the stream may have ended on its own).
-    pub fn remove(&self, id: StreamId) -> Result<(), EngineError> {
-        lock(&self.commands)
-            .push(Command::Remove(id))
-            .map_err(|_| EngineError::QueueFull {
-                sink: self.name.clone(),
-            })
+    /// Asks the engine to drop a stream (sets its release flag, which the engine checks every
+    /// cycle); it comes back through [`SinkHandle::collect_retired`]. Cannot fail or be lost,
+    /// however many streams are removed at once. A stream that already ended or left is not
+    /// an error.
+    pub fn remove(&self, shared: &StreamShared) {
+        shared.request_release();
+    }
+
+    /// Streams handed to this engine and not yet collected back (queued, carried, or retired
+    /// and waiting for [`SinkHandle::collect_retired`]).
+    pub fn held(&self) -> usize {
+        self.live.load(Ordering::Acquire)
     }
 
     /// Takes every stream the engine has retired. Dropping them unmaps the rings and closes
@@ -1147,8 +1193,9 @@ enum Io {
     In(Box<dyn CaptureBackend>),
 }
 
-/// Wakes a client: eventfd += 1. Non-blocking; a full counter (EAGAIN) already means "awake".
-fn wake(fd: &OwnedFd) {
+/// Wakes the control side through the sink's own notify eventfd (never held by a client).
+/// Non-blocking; a full counter (EAGAIN) already means "awake".
+fn notify(fd: &OwnedFd) {
     let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
 }
 
@@ -1162,7 +1209,7 @@ fn play(
     sink_ch: usize,
     scratch: &mut Scratch,
     mix: &mut [f32],
-) -> Result<(), BadIndex> {
+) -> Result<bool, BadIndex> {
     let s = &slot.stream;
     let sh = &*s.shared;
     let avail =
@@ -1171,7 +1218,7 @@ fn play(
         slot.playing = false;
         sh.set_peak(0.0);
         sh.set_rms(0.0);
-        return Ok(());
+        return Ok(false);
     }
     let draining = sh.draining();
     if !slot.playing {
@@ -1180,13 +1227,14 @@ fn play(
         } else {
             sh.set_peak(0.0);
             sh.set_rms(0.0);
-            return Ok(());
+            return Ok(false);
         }
     }
     let n = avail.min(quantum as u64) as usize;
     let target = sh.target_gain();
     let mut peak = 0.0;
     let mut energy = 0.0;
+    let mut woke = false;
     if n > 0 {
         let ch = usize::from(s.spec.channels);
         let raw = &mut scratch.bytes[..n * s.spec.frame_bytes()];
@@ -1209,7 +1257,12 @@ fn play(
         // Cannot fail: add_playback checked the mapping is writable.
         let _ = s.ring.store_read(slot.read);
         sh.frames.fetch_add(n as u64, Ordering::Relaxed);
-        wake(&s.wake);
+        // Only a waiting client whose threshold we just crossed, and once: the request is
+        // consumed, so a client that lies in its header costs at most this one wake per cycle.
+        if s.ring.take_wake_request(avail - n as u64) {
+            s.ring.signal();
+            woke = true;
+        }
     }
     sh.set_peak(peak);
     sh.set_rms(mix::rms(energy, quantum * sink_ch));
@@ -1220,10 +1273,11 @@ fn play(
             sh.underruns.fetch_add(1, Ordering::Relaxed);
         }
     }
-    Ok(())
+    Ok(woke)
 }
 
 /// One cycle of one record stream: the clamped mix, converted, at our own write index.
+/// Returns whether the reader was woken (once per cycle that wrote frames).
 fn capture(
     slot: &mut RecordSlot,
     quantum: usize,
@@ -1231,10 +1285,10 @@ fn capture(
     (peak, rms): (f32, f32),
     scratch: &mut Scratch,
     mix: &[f32],
-) {
+) -> bool {
     let s = &slot.stream;
     if s.shared.corked() {
-        return;
+        return false;
     }
     let ch = usize::from(s.spec.channels);
     let src: &[f32] = if ch == sink_ch {
@@ -1252,8 +1306,10 @@ fn capture(
         s.shared.frames.fetch_add(quantum as u64, Ordering::Relaxed);
         s.shared.set_peak(peak);
         s.shared.set_rms(rms);
-        wake(&s.wake);
+        s.ring.signal();
+        return true;
     }
+    false
 }
 
 impl Engine {
@@ -1363,8 +1419,8 @@ impl Engine {
             if self.limbo.len() < self.limbo.capacity() {
                 self.limbo.push(r);
             } else {
-                // Unreachable: at most max_streams + COMMAND_CAPACITY streams exist. Leaking
-                // beats freeing on the RT thread.
+                // Unreachable: at most max_streams streams exist. Leaking beats freeing on the
+                // RT thread.
                 std::mem::forget(r);
             }
         }
@@ -1379,7 +1435,7 @@ impl Engine {
             }
         }
         if self.notify_pending {
-            wake(&self.notify);
+            notify(&self.notify);
             self.notify_pending = false;
         }
     }
@@ -1409,21 +1465,44 @@ impl Engine {
                         self.retire(Retired::Record(stream));
                     }
                 }
-                Command::Remove(id) => {
-                    if let Some(i) = self.playback.iter().position(|p| p.stream.id == id) {
-                        let slot = self.playback.swap_remove(i);
-                        self.retire(Retired::Playback(slot.stream));
-                    } else if let Some(i) = self.record.iter().position(|r| r.stream.id == id) {
-                        let slot = self.record.swap_remove(i);
-                        self.retire(Retired::Record(slot.stream));
-                    }
-                }
             }
         }
     }
 
+    /// Retires every stream whose release flag the control side set, and publishes how many
+    /// streams remain. One atomic load per stream.
+    fn sweep_released(&mut self) {
+        let mut i = 0;
+        while i < self.playback.len() {
+            if self.playback[i].stream.shared.release_requested() {
+                let slot = self.playback.swap_remove(i);
+                self.retire(Retired::Playback(slot.stream));
+            } else {
+                i += 1;
+            }
+        }
+        let mut i = 0;
+        while i < self.record.len() {
+            if self.record[i].stream.shared.release_requested() {
+                let slot = self.record.swap_remove(i);
+                self.retire(Retired::Record(slot.stream));
+            } else {
+                i += 1;
+            }
+        }
+        self.publish_count();
+    }
+
+    fn publish_count(&self) {
+        let n = self.playback.len() + self.record.len();
+        self.shared
+            .streams
+            .store(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+
     fn cycle(&mut self) {
         self.drain_commands();
+        self.sweep_released();
         if !self.available {
             self.poll_device();
         }
@@ -1451,14 +1530,21 @@ impl Engine {
                 &mut self.scratch,
                 &mut self.mix,
             );
-            if res.is_ok() {
-                i += 1;
-            } else {
-                let slot = self.playback.swap_remove(i);
-                slot.stream.shared.set_ended(EndReason::BadIndex);
-                self.retire(Retired::Playback(slot.stream));
+            match res {
+                Ok(woke) => {
+                    if woke {
+                        self.shared.wakeups.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 1;
+                }
+                Err(BadIndex) => {
+                    let slot = self.playback.swap_remove(i);
+                    slot.stream.shared.set_ended(EndReason::BadIndex);
+                    self.retire(Retired::Playback(slot.stream));
+                }
             }
         }
+        self.publish_count();
         let (peak, rms) = self.device_gain_and_meters();
         convert::encode_into(self.spec.format, &self.mix, &mut self.out);
         if let (true, Io::Out(b)) = (self.available, &mut self.io) {
@@ -1472,9 +1558,18 @@ impl Engine {
                 .store(dropped, Ordering::Relaxed);
         }
         if !suspended {
+            let mut woke = 0;
             for slot in &mut self.record {
-                capture(slot, q, ch, (peak, rms), &mut self.scratch, &self.mix);
+                woke += u64::from(capture(
+                    slot,
+                    q,
+                    ch,
+                    (peak, rms),
+                    &mut self.scratch,
+                    &self.mix,
+                ));
             }
+            self.shared.wakeups.fetch_add(woke, Ordering::Relaxed);
         }
         self.flush_retired();
     }
@@ -1534,9 +1629,18 @@ impl Engine {
         }
         convert::decode_into(self.spec.format, &self.out, &mut self.mix);
         let (peak, rms) = self.device_gain_and_meters();
+        let mut woke = 0;
         for slot in &mut self.record {
-            capture(slot, q, ch, (peak, rms), &mut self.scratch, &self.mix);
+            woke += u64::from(capture(
+                slot,
+                q,
+                ch,
+                (peak, rms),
+                &mut self.scratch,
+                &self.mix,
+            ));
         }
+        self.shared.wakeups.fetch_add(woke, Ordering::Relaxed);
         self.flush_retired();
     }
 
@@ -1549,6 +1653,7 @@ impl Engine {
         while let Some(slot) = self.record.pop() {
             self.retire(Retired::Record(slot.stream));
         }
+        self.publish_count();
         self.flush_retired();
     }
 }

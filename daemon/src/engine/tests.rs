@@ -7,7 +7,6 @@ use crate::backend::{Clock, DeviceFault};
 use soundgate_proto::ring::{ring_bytes, Ring};
 use soundgate_proto::shm::{create_read_only_for_peer, create_sealed, Mapping};
 use soundgate_proto::SampleFormat;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 const Q: usize = 256;
@@ -66,26 +65,10 @@ fn wait_cycles(h: &SinkHandle, n: u64) {
     wait_for("engine cycles", || h.shared().cycles() >= c + n);
 }
 
-fn eventfd() -> OwnedFd {
-    EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
-        .unwrap()
-        .into()
-}
-
-/// Reads and resets an eventfd; 0 if it was not signalled.
-fn take_eventfd(fd: &OwnedFd) -> u64 {
-    let mut buf = [0u8; 8];
-    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
-        Ok(8) => u64::from_ne_bytes(buf),
-        _ => 0,
-    }
-}
-
 /// The client's side of a playback stream.
 struct Client {
     ring: Ring,
     written: u64,
-    wake: OwnedFd,
     shared: Arc<StreamShared>,
 }
 
@@ -108,13 +91,11 @@ fn playback(id: StreamId, spec: StreamSpec, capacity: u64) -> (PlaybackStream, C
     let fd = create_sealed("test-play", size).unwrap();
     let client = Ring::init(Mapping::new(fd.as_fd(), size, true).unwrap(), capacity, fb).unwrap();
     let server = Ring::attach(Mapping::new(fd.as_fd(), size, true).unwrap(), capacity, fb).unwrap();
-    let wake = eventfd();
     let shared = StreamShared::new(1.0, false, false);
     let stream = PlaybackStream {
         id,
         ring: server,
         spec,
-        wake: wake.try_clone().unwrap(),
         shared: Arc::clone(&shared),
     };
     (
@@ -122,7 +103,6 @@ fn playback(id: StreamId, spec: StreamSpec, capacity: u64) -> (PlaybackStream, C
         Client {
             ring: client,
             written: 0,
-            wake,
             shared,
         },
     )
@@ -131,7 +111,6 @@ fn playback(id: StreamId, spec: StreamSpec, capacity: u64) -> (PlaybackStream, C
 /// The client's side of a record stream.
 struct Recorder {
     ring: Ring,
-    wake: OwnedFd,
     shared: Arc<StreamShared>,
 }
 
@@ -156,20 +135,17 @@ fn record(id: StreamId, spec: StreamSpec, capacity: u64, corked: bool) -> (Recor
     let server = Ring::init(map, capacity, fb).unwrap();
     let client =
         Ring::attach(Mapping::new(fd.as_fd(), size, false).unwrap(), capacity, fb).unwrap();
-    let wake = eventfd();
     let shared = StreamShared::new(1.0, false, corked);
     let stream = RecordStream {
         id,
         ring: server,
         spec,
-        wake: wake.try_clone().unwrap(),
         shared: Arc::clone(&shared),
     };
     (
         stream,
         Recorder {
             ring: client,
-            wake,
             shared,
         },
     )
@@ -231,14 +207,22 @@ fn two_streams_mix_to_the_exact_sum() {
     let (sb, mut cb) = playback(2, spec(SampleFormat::S16Le, 2), 16 * Q as u64);
     ca.write(&f32_bytes(&a));
     cb.write(&b.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
+    // A waits for the ring to empty; B never asks to be woken.
+    ca.ring.arm_wake(1).unwrap();
     h.add_playback(sa).unwrap();
     h.add_playback(sb).unwrap();
     wait_for("both streams consumed", || {
         ca.shared.frames() == len as u64 && cb.shared.frames() == len as u64
     });
     wait_cycles(&h, 2);
-    assert!(take_eventfd(&ca.wake) > 0, "client A was woken");
-    assert!(take_eventfd(&cb.wake) > 0, "client B was woken");
+    assert_eq!(ca.ring.wake_seq(), 1, "client A was woken, once");
+    assert!(!ca.ring.waiting(), "the engine consumed A's request");
+    assert_eq!(
+        cb.ring.wake_seq(),
+        0,
+        "client B, not waiting, was not woken"
+    );
+    assert_eq!(h.shared().wakeups(), 1);
     let out = bytes_f32(&drain(&rx));
     let frames = out.len() / 2;
     assert_eq!(frames % Q, 0);
@@ -421,7 +405,7 @@ fn bad_write_index_retires_only_that_stream() {
     assert_eq!(cp.shared.ended(), None);
 
     // An explicit remove retires it without an end reason.
-    h.remove(1).unwrap();
+    h.remove(&cp.shared);
     wait_for("removal notified", || notify_readable(&h));
     let retired = h.collect_retired();
     assert_eq!(retired.iter().map(Retired::id).collect::<Vec<_>>(), [1]);
@@ -453,7 +437,12 @@ fn record_streams_receive_exactly_the_mix() {
     let out = drain(&rx);
     assert_eq!(c1.shared.frames() % Q as u64, 0);
     assert!(c1.shared.frames() >= 8 * Q as u64);
-    assert!(take_eventfd(&c1.wake) > 0, "the recorder was woken");
+    assert!(c1.ring.wake_seq() > 0, "the recorder was woken");
+    assert_eq!(
+        c3.ring.wake_seq(),
+        0,
+        "a corked recorder gets nothing, so no wake-up"
+    );
 
     // R1 (same format as the sink): byte-for-byte a stretch of the backend's output, which
     // contains all of A.
@@ -572,15 +561,17 @@ fn add_checks_the_stream_against_the_sink() {
     ));
 
     // max_streams counts streams until they are collected back.
-    h.add_playback(playback(6, f32s, q).0).unwrap();
+    let (s6, c6) = playback(6, f32s, q);
+    h.add_playback(s6).unwrap();
     h.add_record(record(7, f32s, 2 * q, false).0).unwrap();
     let err = h.add_playback(playback(8, f32s, q).0).unwrap_err();
     assert!(
         matches!(err, EngineError::TooManyStreams { max: 2, .. }),
         "{err}"
     );
-    h.remove(6).unwrap();
-    h.remove(99).unwrap();
+    h.remove(&c6.shared);
+    // A stream this engine never had: nothing happens.
+    h.remove(&StreamShared::new(1.0, false, false));
     wait_for("removal", || notify_readable(&h));
     assert_eq!(h.collect_retired().len(), 1);
     h.add_playback(playback(8, f32s, q).0).unwrap();
@@ -991,5 +982,110 @@ fn a_stopped_engine_hands_its_streams_back_and_refuses_new_ones() {
         Err(EngineError::Stopped { .. })
     ));
     drop((back, c));
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn a_playback_client_is_woken_only_when_waiting_and_below_its_threshold() {
+    let f32s = spec(SampleFormat::F32Le, 2);
+    let (h, _rx) = sink("wake", f32s);
+    let cap = 16 * Q as u64;
+    let (s, mut c) = playback(1, f32s, cap);
+    let silence = vec![0u8; cap as usize * f32s.frame_bytes()];
+    c.write(&silence);
+    h.add_playback(s).unwrap();
+    // Not waiting: consuming costs no wake-up at all.
+    wait_for("four quanta consumed", || c.shared.frames() >= 4 * Q as u64);
+    assert_eq!(c.ring.wake_seq(), 0);
+    assert_eq!(h.shared().wakeups(), 0);
+    // Waiting for the fill to drop below 8 quanta: one wake-up once it did, not before.
+    c.ring.arm_wake(8 * Q as u64).unwrap();
+    wait_for("the wake-up", || c.ring.wake_seq() == 1);
+    assert!(c.ring.load_write() - c.ring.load_read() < 8 * Q as u64);
+    assert!(!c.ring.waiting(), "the request was consumed");
+    wait_cycles(&h, 3);
+    assert_eq!(c.ring.wake_seq(), 1, "one request, one wake-up");
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn a_lying_client_costs_at_most_one_wake_up_per_cycle() {
+    let f32s = spec(SampleFormat::F32Le, 2);
+    let (h, _rx) = sink("liar", f32s);
+    let cap = 64 * Q as u64;
+    let (s, mut c) = playback(1, f32s, cap);
+    let chunk = vec![0u8; Q * f32s.frame_bytes()];
+    c.write(&vec![0u8; cap as usize * f32s.frame_bytes()]);
+    h.add_playback(s).unwrap();
+    let (c0, w0) = (h.shared().cycles(), h.shared().wakeups());
+    // Re-arm with an absurd threshold as fast as possible, keep the ring fed.
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < deadline {
+        c.ring.arm_wake(u64::MAX).unwrap();
+        if c.free() >= Q as u64 {
+            c.write(&chunk);
+        }
+        std::hint::spin_loop();
+    }
+    let (c1, w1) = (h.shared().cycles(), h.shared().wakeups());
+    assert!(w1 > w0, "it was woken");
+    // Cycles are counted after the cycle's work: allow the one in flight.
+    assert!(
+        w1 - w0 <= c1 - c0 + 1,
+        "{} wake-ups in {} cycles",
+        w1 - w0,
+        c1 - c0
+    );
+    h.shutdown().unwrap();
+}
+
+#[test]
+fn record_readers_are_woken_once_per_cycle_they_got_data() {
+    let f32s = spec(SampleFormat::F32Le, 2);
+    let (h, _rx) = sink("recwake", f32s);
+    let (r, c) = record(1, f32s, 64 * Q as u64, false);
+    h.add_record(r).unwrap();
+    wait_for("frames recorded", || c.shared.frames() >= 8 * Q as u64);
+    h.shutdown().unwrap();
+    let cycles_with_data = c.shared.frames() / Q as u64;
+    assert_eq!(u64::from(c.ring.wake_seq()), cycles_with_data);
+}
+
+#[test]
+fn removals_cannot_be_lost_however_many_come_at_once() {
+    let f32s = spec(SampleFormat::F32Le, 2);
+    let (tx, _rx) = mpsc::channel();
+    let n = 300;
+    let h = SinkHandle::spawn(params("many", f32s, n), Box::new(ChanBackend(tx))).unwrap();
+    let mut clients = Vec::new();
+    for id in 0..n as u32 {
+        let (s, c) = playback(id + 1, f32s, Q as u64);
+        h.add_playback(s).unwrap();
+        clients.push(c);
+    }
+    wait_for("all streams in the engine", || {
+        h.shared().engine_streams() == n as u32
+    });
+    assert_eq!(h.held(), n);
+    // Every stream removed in one burst, far more than any command queue slot count.
+    for c in &clients {
+        h.remove(&c.shared);
+    }
+    wait_for("the engine let go of every stream", || {
+        h.shared().engine_streams() == 0
+    });
+    let mut back = 0;
+    wait_for("every stream collected", || {
+        back += h.collect_retired().len();
+        back == n
+    });
+    assert_eq!(h.held(), 0);
+    for c in &clients {
+        assert_eq!(
+            Arc::strong_count(&c.shared),
+            1,
+            "dropped on the control side"
+        );
+    }
     h.shutdown().unwrap();
 }
