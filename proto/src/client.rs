@@ -15,7 +15,7 @@
 //! The server mixes only at the device's rate, so the library converts: a stream's ring carries
 //! the caller's format and channels at the device's rate, or f32 when it has to resample.
 //! Writing blocks while the ring is full: the library asks, in the ring header, to be woken
-//! once half the ring (or what is left to write) is free, and sleeps on the header's futex
+//! once half the ring is free, and sleeps on the header's futex
 //! word ([`crate::futex`]), which the server wakes only then. Reading blocks on the record
 //! ring's futex word, which the server wakes each cycle it wrote. Waits are sliced
 //! ([`WAIT_SLICE`]): between slices the library reads its connection without blocking, so a
@@ -660,8 +660,10 @@ impl Playback {
             let seq = self.ring.wake_seq();
             let free = cap - self.filled()?;
             if free == 0 {
-                // Wake me when half the ring, or all that is left to write, fits.
-                let want = ((data.len() / fb) as u64).min(cap / 2).max(1);
+                // Wake me when half the ring is free (the ring still holds the other half, so
+                // this costs no latency), whatever the caller's chunk size: one wake-up per
+                // half ring, not per write call.
+                let want = (cap / 2).max(1);
                 self.ring.arm_wake(cap - want + 1)?;
                 if cap - self.filled()? >= want {
                     self.ring.disarm_wake()?;
