@@ -344,6 +344,22 @@ mod async_impl {
             }
         }
 
+        /// Sends one message if the socket buffer has room now, else
+        /// [`SockError::WouldBlock`].
+        pub fn try_send(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), SockError> {
+            send_raw(
+                self.fd.get_ref().as_raw_fd(),
+                bytes,
+                fds,
+                MsgFlags::MSG_DONTWAIT,
+            )
+        }
+
+        /// Receives one message if one is queued, else [`SockError::WouldBlock`].
+        pub fn try_recv(&self, buf: &mut [u8]) -> Result<Received, SockError> {
+            recv_raw(self.fd.get_ref().as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT)
+        }
+
         /// Resolves when the peer hangs up, without consuming any datagram it sent meanwhile.
         pub async fn closed(&self) {
             loop {
