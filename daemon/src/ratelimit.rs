@@ -8,6 +8,10 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// How long a slowed client must go without being slowed again before its over-budget clock
+/// starts afresh.
+pub const QUIET: Duration = Duration::from_secs(1);
+
 /// What a [`TokenBucket`] says about one request.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pace {
@@ -24,8 +28,8 @@ pub enum Pace {
 
 /// Requests per second with a burst allowance. A request that finds the bucket empty still
 /// takes its token (the bucket goes into debt) and is told to wait until the debt is paid, so
-/// a flooding client is slowed to exactly the rate; one that stays over budget (every request
-/// finding the bucket empty) for `disconnect_after` is told to go.
+/// a flooding client is slowed to exactly the rate. One that keeps being slowed, never going
+/// [`QUIET`] without a pause, for `disconnect_after` is told to go.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     rate: f64,
@@ -33,6 +37,7 @@ pub struct TokenBucket {
     tokens: f64,
     last: Instant,
     over_since: Option<Instant>,
+    last_wait: Option<Instant>,
     disconnect_after: Duration,
 }
 
@@ -47,6 +52,7 @@ impl TokenBucket {
             tokens: burst,
             last: now,
             over_since: None,
+            last_wait: None,
             disconnect_after,
         }
     }
@@ -56,11 +62,17 @@ impl TokenBucket {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        let quiet = self
+            .last_wait
+            .is_none_or(|w| now.saturating_duration_since(w) >= QUIET);
+        if quiet {
+            self.over_since = None;
+        }
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            self.over_since = None;
             return Pace::Go;
         }
+        self.last_wait = Some(now);
         let since = *self.over_since.get_or_insert(now);
         let over_for = now.saturating_duration_since(since);
         if over_for >= self.disconnect_after {
@@ -208,15 +220,33 @@ mod tests {
     }
 
     #[test]
+    fn sleeping_longer_than_asked_does_not_reset_the_clock() {
+        // A paced task's timer overshoots (here: every pause takes 3 ms for a 2 ms debt), so
+        // the bucket sometimes has a token again; the flood is still one episode.
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(500, 10, Duration::from_secs(3), t0);
+        let mut now = t0;
+        let gone = loop {
+            match b.take_at(now) {
+                Pace::Go => now += Duration::from_micros(20),
+                Pace::Wait(d) => now += d + Duration::from_millis(1),
+                Pace::Disconnect { .. } => break now,
+            }
+            assert!(now < t0 + Duration::from_secs(10), "never disconnected");
+        };
+        assert!(gone >= t0 + Duration::from_secs(3));
+    }
+
+    #[test]
     fn a_client_that_calms_down_is_forgiven() {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(100, 1, Duration::from_secs(1), t0);
         assert_eq!(b.take_at(t0), Pace::Go);
         assert!(matches!(b.take_at(t0), Pace::Wait(_)));
-        // Quiet for a while: a token saved, the over-budget clock reset.
+        // Under budget again, but less than QUIET since it was last slowed: not yet forgiven.
         let later = t0 + Duration::from_millis(900);
         assert_eq!(b.take_at(later), Pace::Go);
-        // Over budget again from t1 on: the clock counts from t1, not from t0.
+        // Over budget again from t1, QUIET after the last pause: the clock counts from t1.
         let t1 = later + Duration::from_millis(500);
         assert_eq!(b.take_at(t1), Pace::Go);
         for _ in 0..200 {
