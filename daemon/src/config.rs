@@ -104,7 +104,7 @@ pub struct Limits {
     pub handshake_timeout_ms: u32,
     /// App connections that have not finished Hello, all uids together (default 256).
     pub pending_connections: usize,
-    /// App connections of one uid that have not finished Hello (default 32).
+    /// App connections of one uid that have not finished Hello (default 64).
     pub pending_connections_per_uid: usize,
     /// File descriptors the daemon holds for one uid's app connections: their sockets and the
     /// fds of requests being handled (default 256).
@@ -129,7 +129,7 @@ impl Default for Limits {
             sample_cache_bytes: 8 << 20,
             handshake_timeout_ms: 5000,
             pending_connections: 256,
-            pending_connections_per_uid: 32,
+            pending_connections_per_uid: 64,
             fds_per_uid: 256,
             requests_per_second: 500,
             request_burst: 1000,

@@ -64,7 +64,7 @@ impl BudgetLimits {
             pending_total: limits.pending_connections,
             pending_per_uid: limits.pending_connections_per_uid,
             fds_per_uid: limits.fds_per_uid,
-            lookups_per_uid: 8,
+            lookups_per_uid: 16,
             lookups_total: 64,
         }
     }
