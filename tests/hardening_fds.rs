@@ -203,21 +203,7 @@ fn fd_stuffed_datagrams_before_and_after_hello_leak_nothing() {
 
 #[test]
 fn fd_stuffing_under_a_1024_fd_limit_leaves_room_for_everyone() {
-    let d = Daemon::start_tweaked(CONFIG, |cmd| {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: the closure runs in the forked child before exec; it only calls setrlimit,
-        // which is async-signal-safe, and allocates nothing.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::resource::setrlimit(
-                    nix::sys::resource::Resource::RLIMIT_NOFILE,
-                    1024,
-                    1024,
-                )
-                .map_err(std::io::Error::from)
-            });
-        }
-    });
+    let d = Daemon::start_tweaked(CONFIG, limit_to_1024);
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid())).unwrap();
     let line = limits
         .lines()
@@ -235,9 +221,21 @@ fn fd_stuffing_under_a_1024_fd_limit_leaves_room_for_everyone() {
     assert_nobody_plays(&d, &wav);
 }
 
-#[test]
-fn two_thousand_silent_connections_lock_nobody_out() {
-    // The test process needs room for its own 2000 sockets.
+/// Spawns the daemon with a 1024-fd table (soft and hard, so it cannot raise it).
+fn limit_to_1024(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec; it only calls setrlimit,
+    // which is async-signal-safe, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 1024, 1024)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
+/// Raises this test process's own fd limit so it can hold thousands of sockets.
+fn raise_own_fd_limit() {
     let (_, hard) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
     nix::sys::resource::setrlimit(
@@ -246,6 +244,55 @@ fn two_thousand_silent_connections_lock_nobody_out() {
         hard,
     )
     .unwrap();
+}
+
+#[test]
+fn a_full_fd_table_sheds_the_oldest_silent_connections_instead_of_spinning() {
+    raise_own_fd_limit();
+    // Budgets opened wide on purpose, so that the 1024-fd table fills before any of them:
+    // only the accept loop's EMFILE handling stands between the flood and everyone else.
+    let d = Daemon::start_tweaked(
+        r#"
+[limits]
+handshake_timeout_ms = 60000
+pending_connections = 100000
+pending_connections_per_uid = 100000
+fds_per_uid = 100000
+
+[[sink]]
+name = "out"
+backend = "null"
+"#,
+        limit_to_1024,
+    );
+    let wav = open_up(&d);
+    let mut silent = Vec::new();
+    for _ in 0..1500 {
+        silent.push(SeqPacket::connect(&d.socket()).unwrap());
+    }
+    let full = wait_for(Duration::from_secs(10), || d.log().contains("EMFILE"));
+    assert!(full, "the daemon's fd table never filled:\n{}", d.log());
+    assert!(d.log().contains("connections that had not said Hello"));
+    assert_nobody_plays(&d, &wav);
+    let out = Command::new(bin("sgctl"))
+        .arg("--admin")
+        .arg(d.admin_socket())
+        .arg("status")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(silent);
+}
+
+#[test]
+fn two_thousand_silent_connections_lock_nobody_out() {
+    // The test process needs room for its own 2000 sockets.
+    raise_own_fd_limit();
     let d = Daemon::start(CONFIG);
     let wav = open_up(&d);
     let baseline = settled_fd_count(d.pid());
