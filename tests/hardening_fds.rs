@@ -172,6 +172,18 @@ fn stuff_fds(d: &Daemon, rounds: usize) {
         send_with_fds(&sock, &encode(2, Request::ServerInfo), fd, 8);
         expect_protocol_error_and_close(&sock);
     }
+    // A Hello with the allowed four fds is refused, and they are closed too.
+    for _ in 0..rounds.min(200) {
+        let sock = SeqPacket::connect(&d.socket()).unwrap();
+        send_with_fds(&sock, &encode(1, hello()), fd, 4);
+        match recv_msg(&sock) {
+            Ok(ServerMsg::Reply { result: Err(e), .. }) => {
+                assert_eq!(e.kind, ErrorKind::Protocol);
+                assert_eq!(e.message, "Hello carries no file descriptors");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
     // Up to the allowed four fds on a request that takes none: dropped with the request.
     let sock = handshaken(d);
     for i in 0..rounds.min(200) {

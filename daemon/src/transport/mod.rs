@@ -470,7 +470,13 @@ async fn handshake(
     let peer = format!("pid {} uid {}", identity.pid, identity.uid);
     let (first, fds) = read_request(conn, buf, &peer).await?;
     let name = match first.req {
-        Request::Hello { version, name } if version == PROTOCOL_VERSION && fds.is_empty() => name,
+        Request::Hello { .. } if !fds.is_empty() => {
+            drop(fds);
+            let msg = "Hello carries no file descriptors".to_string();
+            reply_error(conn, first.id, ErrorKind::Protocol, msg).await;
+            return None;
+        }
+        Request::Hello { version, name } if version == PROTOCOL_VERSION => name,
         Request::Hello { version, .. } => {
             let msg = format!(
                 "protocol version {version} is not supported (server speaks {PROTOCOL_VERSION})"
