@@ -1043,10 +1043,24 @@ decision = "ask"
         assert_eq!(c.limits.streams_per_client, 8);
         assert_eq!(c.limits.streams_per_uid, 64);
         assert_eq!(c.limits.max_latency_ms, 500);
-        let t = parse("[limits]\nhandshake_timeout_ms = 2000\nrequests_per_second = 50\n").unwrap();
+        let t = parse(
+            "[limits]\nhandshake_timeout_ms = 2000\nrequests_per_second = 50\n\
+             pending_connections = 9\npending_connections_per_uid = 3\nfds_per_uid = 70\n\
+             throttle_disconnect_ms = 700\n",
+        )
+        .unwrap();
         assert_eq!(t.limits.handshake_timeout_ms, 2000);
         assert_eq!(t.limits.requests_per_second, 50);
         assert_eq!(t.limits.request_burst, 1000);
+        assert_eq!(
+            (
+                t.limits.pending_connections,
+                t.limits.pending_connections_per_uid,
+                t.limits.fds_per_uid,
+                t.limits.throttle_disconnect_ms
+            ),
+            (9, 3, 70, 700)
+        );
         assert_eq!(c.sinks.len(), 2);
         assert_eq!(
             c.sinks[0].spec,
