@@ -54,6 +54,11 @@ pub struct Received {
     pub len: usize,
     /// Descriptors that came with it.
     pub fds: Vec<OwnedFd>,
+    /// The message came with descriptors the kernel could not install (our fd table was
+    /// full: `MSG_CTRUNC` with room to spare in the control buffer). Those that were
+    /// installed have been closed and `fds` is empty; the bytes are intact, so the receiver
+    /// can refuse just this message.
+    pub fds_lost: bool,
 }
 
 /// A receive buffer one byte larger than the cap, so oversize is detectable.
@@ -131,18 +136,35 @@ fn recv_with_control(
     if n < 0 {
         return Err(sys("recvmsg")(Errno::last()));
     }
-    let fds = take_fds(&hdr);
+    let mut fds = take_fds(&hdr);
     let bytes = n as usize;
-    if hdr.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() > MAX_FDS {
+    let mut fds_lost = false;
+    if hdr.msg_flags & libc::MSG_CTRUNC != 0 {
+        // Truncated with room left for another fd: not for want of space but because the
+        // kernel could not install them (EMFILE). Anything else is too many fds.
+        let room = std::mem::size_of_val(control).saturating_sub(hdr.msg_controllen as usize);
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let one_more = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+        if room < one_more || fds.len() > MAX_FDS {
+            return Err(SockError::TooManyFds);
+        }
+        fds.clear();
+        fds_lost = true;
+    }
+    if fds.len() > MAX_FDS {
         return Err(SockError::TooManyFds);
     }
     if hdr.msg_flags & libc::MSG_TRUNC != 0 || bytes > MAX_MESSAGE {
         return Err(SockError::TooLarge);
     }
-    if bytes == 0 && fds.is_empty() {
+    if bytes == 0 && fds.is_empty() && !fds_lost {
         return Err(SockError::Closed);
     }
-    Ok(Received { len: bytes, fds })
+    Ok(Received {
+        len: bytes,
+        fds,
+        fds_lost,
+    })
 }
 
 /// Takes ownership of every descriptor in the `SCM_RIGHTS` messages of a header `recvmsg`

@@ -327,12 +327,37 @@ async fn reply_error(conn: &AsyncSeqPacket, id: u32, kind: ErrorKind, message: S
 }
 
 /// Reads one datagram and decodes it; a bad one gets an error reply and `None` (hang up).
+/// A request whose fds the kernel could not install (the daemon's fd table is full) gets a
+/// `busy` reply and the next one is read: the client did nothing wrong.
 async fn read_request(
     conn: &AsyncSeqPacket,
     buf: &mut [u8],
     peer: &str,
 ) -> Option<(ClientMsg, Vec<OwnedFd>)> {
-    match conn.recv(buf).await {
+    loop {
+        match conn.recv(buf).await {
+            Ok(got) if got.fds_lost => match wire::decode::<ClientMsg>(&buf[..got.len]) {
+                Ok(msg) => {
+                    if let Some(suppressed) = REFUSALS.allow() {
+                        tracing::warn!(peer, suppressed, "out of fds: a request's fds were lost");
+                    }
+                    let why = "the server is out of file descriptors; try again".to_string();
+                    reply_error(conn, msg.id, ErrorKind::Busy, why).await;
+                }
+                Err(_) => return None,
+            },
+            other => return decode_request(conn, buf, peer, other).await,
+        }
+    }
+}
+
+async fn decode_request(
+    conn: &AsyncSeqPacket,
+    buf: &mut [u8],
+    peer: &str,
+    got: Result<sock::Received, SockError>,
+) -> Option<(ClientMsg, Vec<OwnedFd>)> {
+    match got {
         Ok(got) => match wire::decode::<ClientMsg>(&buf[..got.len]) {
             Ok(msg) => Some((msg, got.fds)),
             Err(e) => {
