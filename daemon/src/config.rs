@@ -109,12 +109,12 @@ pub struct Limits {
     /// File descriptors the daemon holds for one uid's app connections: their sockets and the
     /// fds of requests being handled (default 256).
     pub fds_per_uid: usize,
-    /// Requests per second one connection may make on average (default 500).
+    /// Requests per second one connection may make on average (default 1000).
     pub requests_per_second: u32,
-    /// Requests one connection may make at once above that rate (default 1000).
+    /// Requests one connection may make at once above that rate (default 2000).
     pub request_burst: u32,
     /// Milliseconds a connection may stay over its request rate (slowed) before it is
-    /// disconnected (default 3000).
+    /// disconnected (default 5000).
     pub throttle_disconnect_ms: u32,
 }
 
@@ -131,9 +131,9 @@ impl Default for Limits {
             pending_connections: 256,
             pending_connections_per_uid: 64,
             fds_per_uid: 256,
-            requests_per_second: 500,
-            request_burst: 1000,
-            throttle_disconnect_ms: 3000,
+            requests_per_second: 1000,
+            request_burst: 2000,
+            throttle_disconnect_ms: 5000,
         }
     }
 }
@@ -1051,7 +1051,7 @@ decision = "ask"
         .unwrap();
         assert_eq!(t.limits.handshake_timeout_ms, 2000);
         assert_eq!(t.limits.requests_per_second, 50);
-        assert_eq!(t.limits.request_burst, 1000);
+        assert_eq!(t.limits.request_burst, 2000);
         assert_eq!(
             (
                 t.limits.pending_connections,
