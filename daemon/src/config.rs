@@ -106,8 +106,8 @@ pub struct Limits {
     pub pending_connections: usize,
     /// App connections of one uid that have not finished Hello (default 64).
     pub pending_connections_per_uid: usize,
-    /// File descriptors the daemon holds for one uid's app connections: their sockets and the
-    /// fds of requests being handled (default 256).
+    /// File descriptors the daemon holds for one uid's app connections: their sockets, their
+    /// peers' pidfds and the fds of requests being handled (default 256).
     pub fds_per_uid: usize,
     /// Requests per second one connection may make on average (default 1000).
     pub requests_per_second: u32,

@@ -231,6 +231,11 @@ pub fn peer_credentials(sock: BorrowedFd<'_>) -> Result<PeerCreds, IdentityError
 }
 
 impl PeerCreds {
+    /// Whether a pidfd was taken (one more fd the daemon holds for this peer).
+    pub fn has_pidfd(&self) -> bool {
+        self.pidfd.is_some()
+    }
+
     /// Reads the app id and groups from `/proc` and the user name, then checks through the
     /// pidfd that the process is still the one that connected. May block (a hung FUSE mount
     /// in the peer's namespace, a slow user database): not for an async worker.

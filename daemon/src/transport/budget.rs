@@ -6,7 +6,7 @@
 //! under a [`Class`] and holds the [`Ticket`] it gets for as long as its socket is open:
 //!
 //! - The ticket charges one fd to `(class, uid)` until dropped; [`Ticket::charge_fds`] charges
-//!   the fds of a request while it is handled. A uid at its fd budget gets no new connection.
+//!   the fds of a request while it is handled (the transport also charges the peer's pidfd). A uid at its fd budget gets no new connection.
 //! - Until [`Ticket::handshake_done`] the connection is *pending*. Over the per-uid pending
 //!   cap the uid's own oldest pending connection is shed; over the class's global cap, the
 //!   oldest pending connection of the uid with the most of them. A shed connection learns it
@@ -48,8 +48,8 @@ pub struct BudgetLimits {
     pub pending_total: usize,
     /// Connections of one uid that have not finished their handshake.
     pub pending_per_uid: usize,
-    /// Descriptors held for one uid: its connection sockets plus the fds of requests being
-    /// handled.
+    /// Descriptors held for one uid: its connection sockets, their pidfds, and the fds of
+    /// requests being handled.
     pub fds_per_uid: usize,
     /// Identity lookups running at once for one uid.
     pub lookups_per_uid: usize,

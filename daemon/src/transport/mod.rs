@@ -400,6 +400,8 @@ async fn decode_request(
 enum LookupError {
     #[error(transparent)]
     Creds(#[from] IdentityError),
+    #[error(transparent)]
+    Budget(#[from] budget::Refused),
     #[error("identifying the peer took longer than {0:?}")]
     Timeout(Duration),
     #[error("the identity lookup failed")]
@@ -409,12 +411,18 @@ enum LookupError {
 /// Identifies the peer: its credentials and pidfd here (cheap syscalls), the `/proc` and user
 /// database reads on a blocking thread, bounded by `timeout`. A lookup that hangs is left to
 /// finish on its thread (holding its uid's lookup slot) while the connection is refused.
+/// The peer's pidfd, kept for the connection's life, is charged to its uid's fd budget.
 async fn lookup_identity(
     conn: &AsyncSeqPacket,
     ticket: &Ticket,
     timeout: Duration,
-) -> Result<Identity, LookupError> {
+) -> Result<(Identity, Option<budget::FdCharge>), LookupError> {
     let creds = identity::peer_credentials(conn.as_fd())?;
+    let pidfd_charge = if creds.has_pidfd() {
+        Some(ticket.charge_fds(1)?)
+    } else {
+        None
+    };
     let work = async move {
         let permit = ticket.lookup().await;
         let delay = test_identity_delay(creds.uid);
@@ -428,7 +436,7 @@ async fn lookup_identity(
         .await
     };
     match tokio::time::timeout(timeout, work).await {
-        Ok(Ok(identity)) => Ok(identity),
+        Ok(Ok(identity)) => Ok((identity, pidfd_charge)),
         Ok(Err(_)) => Err(LookupError::Failed),
         Err(_) => Err(LookupError::Timeout(timeout)),
     }
@@ -437,6 +445,8 @@ async fn lookup_identity(
 /// A connection that has said Hello, before the core knows it.
 struct Shook {
     identity: Identity,
+    /// The identity's pidfd, charged to the uid while the connection lives.
+    pidfd_charge: Option<budget::FdCharge>,
     name: String,
     hello_id: u32,
     admin: bool,
@@ -451,21 +461,22 @@ async fn handshake(
     settings: &Settings,
     buf: &mut [u8],
 ) -> Option<Shook> {
-    let identity = match lookup_identity(conn, ticket, settings.identity_timeout).await {
-        Ok(i) => i,
-        Err(e) => {
-            if let Some(suppressed) = REFUSALS.allow() {
-                tracing::warn!(
-                    uid = ticket.uid(),
-                    suppressed,
-                    "refusing a connection whose peer cannot be identified: {e}"
-                );
+    let (identity, pidfd_charge) =
+        match lookup_identity(conn, ticket, settings.identity_timeout).await {
+            Ok(i) => i,
+            Err(e) => {
+                if let Some(suppressed) = REFUSALS.allow() {
+                    tracing::warn!(
+                        uid = ticket.uid(),
+                        suppressed,
+                        "refusing a connection whose peer cannot be identified: {e}"
+                    );
+                }
+                let msg = format!("cannot identify you: {e}");
+                reply_error(conn, 0, ErrorKind::Denied, msg).await;
+                return None;
             }
-            let msg = format!("cannot identify you: {e}");
-            reply_error(conn, 0, ErrorKind::Denied, msg).await;
-            return None;
-        }
-    };
+        };
     let admin = match socket {
         Socket::Native => false,
         Socket::Admin(access) => {
@@ -517,6 +528,7 @@ async fn handshake(
     };
     Some(Shook {
         identity,
+        pidfd_charge,
         name,
         hello_id: first.id,
         admin,
@@ -565,6 +577,7 @@ async fn serve_connection(
     };
     let Some(shook) = shook else { return };
     let peer = shook.peer;
+    let _pidfd_charge = shook.pidfd_charge;
     let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let client = match core.connect(shook.identity, &shook.name, tx, shook.admin) {
         Ok(c) => c,
