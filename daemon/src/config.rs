@@ -99,6 +99,23 @@ pub struct Limits {
     pub max_latency_ms: u32,
     /// Bytes of PCM one client connection may keep in the sample cache (default 8 MiB).
     pub sample_cache_bytes: u64,
+    // -- transport (connection and request budgets; see transport::budget) --
+    /// Milliseconds a new connection has to identify and say Hello (default 5000).
+    pub handshake_timeout_ms: u32,
+    /// App connections that have not finished Hello, all uids together (default 256).
+    pub pending_connections: usize,
+    /// App connections of one uid that have not finished Hello (default 64).
+    pub pending_connections_per_uid: usize,
+    /// File descriptors the daemon holds for one uid's app connections: their sockets, their
+    /// peers' pidfds and the fds of requests being handled (default 256).
+    pub fds_per_uid: usize,
+    /// Requests per second one connection may make on average (default 1000).
+    pub requests_per_second: u32,
+    /// Requests one connection may make at once above that rate (default 2000).
+    pub request_burst: u32,
+    /// Milliseconds a connection may stay over its request rate (slowed) before it is
+    /// disconnected (default 5000).
+    pub throttle_disconnect_ms: u32,
 }
 
 impl Default for Limits {
@@ -110,6 +127,13 @@ impl Default for Limits {
             connections_per_uid: 64,
             max_latency_ms: 2000,
             sample_cache_bytes: 8 << 20,
+            handshake_timeout_ms: 5000,
+            pending_connections: 256,
+            pending_connections_per_uid: 64,
+            fds_per_uid: 256,
+            requests_per_second: 1000,
+            request_burst: 2000,
+            throttle_disconnect_ms: 5000,
         }
     }
 }
@@ -349,6 +373,13 @@ struct RawLimits {
     connections_per_uid: Option<Spanned<i64>>,
     max_latency_ms: Option<Spanned<i64>>,
     sample_cache_bytes: Option<Spanned<i64>>,
+    handshake_timeout_ms: Option<Spanned<i64>>,
+    pending_connections: Option<Spanned<i64>>,
+    pending_connections_per_uid: Option<Spanned<i64>>,
+    fds_per_uid: Option<Spanned<i64>>,
+    requests_per_second: Option<Spanned<i64>>,
+    request_burst: Option<Spanned<i64>>,
+    throttle_disconnect_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -522,7 +553,60 @@ impl Cx<'_> {
             )?,
             max_latency_ms,
             sample_cache_bytes,
+            handshake_timeout_ms: self.millis(
+                &raw.handshake_timeout_ms,
+                "handshake_timeout_ms",
+                100..=60_000,
+                d.handshake_timeout_ms,
+            )?,
+            pending_connections: self.count(
+                &raw.pending_connections,
+                "pending_connections",
+                d.pending_connections,
+            )?,
+            pending_connections_per_uid: self.count(
+                &raw.pending_connections_per_uid,
+                "pending_connections_per_uid",
+                d.pending_connections_per_uid,
+            )?,
+            fds_per_uid: self.count(&raw.fds_per_uid, "fds_per_uid", d.fds_per_uid)?,
+            requests_per_second: self.count(
+                &raw.requests_per_second,
+                "requests_per_second",
+                d.requests_per_second as usize,
+            )? as u32,
+            request_burst: self.count(
+                &raw.request_burst,
+                "request_burst",
+                d.request_burst as usize,
+            )? as u32,
+            throttle_disconnect_ms: self.millis(
+                &raw.throttle_disconnect_ms,
+                "throttle_disconnect_ms",
+                100..=3_600_000,
+                d.throttle_disconnect_ms,
+            )?,
         })
+    }
+
+    /// A `[limits]` duration in milliseconds within `range`.
+    fn millis(
+        &self,
+        v: &Option<Spanned<i64>>,
+        key: &str,
+        range: std::ops::RangeInclusive<u32>,
+        default: u32,
+    ) -> Result<u32, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(v) => match u32::try_from(*v.get_ref()) {
+                Ok(n) if range.contains(&n) => Ok(n),
+                _ => Err(self.err(
+                    v.span(),
+                    format!("limits: {key} must be {}..={}", range.start(), range.end()),
+                )),
+            },
+        }
     }
 
     fn sinks(
@@ -959,6 +1043,24 @@ decision = "ask"
         assert_eq!(c.limits.streams_per_client, 8);
         assert_eq!(c.limits.streams_per_uid, 64);
         assert_eq!(c.limits.max_latency_ms, 500);
+        let t = parse(
+            "[limits]\nhandshake_timeout_ms = 2000\nrequests_per_second = 50\n\
+             pending_connections = 9\npending_connections_per_uid = 3\nfds_per_uid = 70\n\
+             throttle_disconnect_ms = 700\n",
+        )
+        .unwrap();
+        assert_eq!(t.limits.handshake_timeout_ms, 2000);
+        assert_eq!(t.limits.requests_per_second, 50);
+        assert_eq!(t.limits.request_burst, 2000);
+        assert_eq!(
+            (
+                t.limits.pending_connections,
+                t.limits.pending_connections_per_uid,
+                t.limits.fds_per_uid,
+                t.limits.throttle_disconnect_ms
+            ),
+            (9, 3, 70, 700)
+        );
         assert_eq!(c.sinks.len(), 2);
         assert_eq!(
             c.sinks[0].spec,
@@ -1067,6 +1169,10 @@ decision = "ask"
         assert!(err("[[sink]]\nname = \"n\"\nquantum = 8\n")
             .contains(":3: sink \"n\": quantum 8 is outside 16..=8192"));
         assert!(err("[limits]\nstreams_total = 0\n").contains(":2: limits: streams_total must be"));
+        assert!(err("[limits]\nhandshake_timeout_ms = 5\n")
+            .contains(":2: limits: handshake_timeout_ms must be 100..=60000"));
+        assert!(err("[limits]\nrequests_per_second = 0\n")
+            .contains(":2: limits: requests_per_second must be"));
         assert!(
             err("[limits]\nmax_latency_ms = -5\n").contains(":2: limits: max_latency_ms must be")
         );

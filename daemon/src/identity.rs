@@ -177,11 +177,41 @@ pub enum IdentityError {
 ///
 /// Fails only if the socket has no peer credentials; everything after that degrades to less
 /// information (an `unknown` app, no supplementary groups), never to someone else's.
+///
+/// This reads `/proc` (through the peer's own mount namespace, where a FUSE mount can hang)
+/// and the user database: the daemon calls [`peer_credentials`] on its async workers and runs
+/// [`PeerCreds::resolve`] on a blocking thread with a timeout instead.
 pub fn identify_peer(sock: BorrowedFd<'_>) -> Result<Identity, IdentityError> {
     identify_peer_at(sock, Path::new("/proc"))
 }
 
 fn identify_peer_at(sock: BorrowedFd<'_>, proc_root: &Path) -> Result<Identity, IdentityError> {
+    Ok(peer_credentials(sock)?.resolve_at(proc_root))
+}
+
+/// The uid the kernel recorded for the peer of `sock` (`SO_PEERCRED`): one syscall, never
+/// blocks.
+pub fn peer_uid(sock: BorrowedFd<'_>) -> Result<u32, IdentityError> {
+    Ok(getsockopt(&sock, PeerCredentials)
+        .map_err(IdentityError::PeerCred)?
+        .uid())
+}
+
+/// What the kernel says about a peer, with a pidfd for it taken at once: the part of
+/// identification that never blocks. [`PeerCreds::resolve`] does the rest.
+#[derive(Debug)]
+pub struct PeerCreds {
+    /// Process id at connect time (0 if the peer is in a pid namespace we cannot see).
+    pub pid: i32,
+    /// Effective uid at connect time.
+    pub uid: u32,
+    /// Effective gid at connect time.
+    pub gid: u32,
+    pidfd: Option<OwnedFd>,
+}
+
+/// Reads the peer's credentials and takes a pidfd for it (no `/proc` access).
+pub fn peer_credentials(sock: BorrowedFd<'_>) -> Result<PeerCreds, IdentityError> {
     let cred = getsockopt(&sock, PeerCredentials).map_err(IdentityError::PeerCred)?;
     let pid = cred.pid();
     // The pidfd must be taken before anything is read from /proc. SO_PEERPIDFD (Linux 6.5)
@@ -192,7 +222,30 @@ fn identify_peer_at(sock: BorrowedFd<'_>, proc_root: &Path) -> Result<Identity, 
     } else {
         None
     };
-    Ok(resolve(proc_root, pid, cred.uid(), cred.gid(), pidfd))
+    Ok(PeerCreds {
+        pid,
+        uid: cred.uid(),
+        gid: cred.gid(),
+        pidfd,
+    })
+}
+
+impl PeerCreds {
+    /// Whether a pidfd was taken (one more fd the daemon holds for this peer).
+    pub fn has_pidfd(&self) -> bool {
+        self.pidfd.is_some()
+    }
+
+    /// Reads the app id and groups from `/proc` and the user name, then checks through the
+    /// pidfd that the process is still the one that connected. May block (a hung FUSE mount
+    /// in the peer's namespace, a slow user database): not for an async worker.
+    pub fn resolve(self) -> Identity {
+        self.resolve_at(Path::new("/proc"))
+    }
+
+    fn resolve_at(self, proc_root: &Path) -> Identity {
+        resolve(proc_root, self.pid, self.uid, self.gid, self.pidfd)
+    }
 }
 
 /// Builds the identity once the pidfd is held: reads /proc, then checks the process is still

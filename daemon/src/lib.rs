@@ -11,4 +11,5 @@ pub mod core;
 pub mod engine;
 pub mod identity;
 pub mod policy;
+pub mod ratelimit;
 pub mod transport;

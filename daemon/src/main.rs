@@ -5,7 +5,7 @@ use clap::Parser;
 use soundgated::cli::Args;
 use soundgated::config::Config;
 use soundgated::core::Core;
-use soundgated::transport::{self, AdminAccess, Socket};
+use soundgated::transport::{self, AdminAccess, Budget, BudgetLimits, Settings, Socket};
 
 /// Resolves the admin group; a system without it has root as the only administrator.
 fn admin_access(admin: &soundgated::config::AdminConfig) -> AdminAccess {
@@ -31,6 +31,20 @@ fn admin_access(admin: &soundgated::config::AdminConfig) -> AdminAccess {
 }
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit: every connection, stream and pidfd is an
+/// fd, and the transport's budgets assume the whole table is the daemon's to use.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(soft, hard, "could not raise the open-file limit: {e}"),
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open-file limit"),
+        Err(e) => tracing::warn!("reading the open-file limit: {e}"),
+    }
+}
 
 fn main() {
     let args = Args::parse();
@@ -89,6 +103,13 @@ fn run(args: Args) -> Result<()> {
     if config.sinks.is_empty() {
         bail!("the configuration declares no sink");
     }
+    raise_fd_limit();
+    if let Ok(v) = std::env::var(transport::TEST_IDENTITY_DELAY) {
+        tracing::warn!(
+            "{}={v} is set: identity lookups are slowed on purpose (test suite only)",
+            transport::TEST_IDENTITY_DELAY
+        );
+    }
     let mut core = Core::new(&config).context("starting sinks")?;
     let timeout = std::time::Duration::from_secs(config.prompts.timeout_secs);
     core.open_state(&paths.state_dir, timeout)
@@ -112,9 +133,23 @@ fn run(args: Args) -> Result<()> {
         }
         transport::spawn_housekeeping(&core).context("watching sinks")?;
         tracing::info!(socket = %native.display(), admin = %admin.display(), "soundgated ready");
-        let serve = tokio::spawn(transport::serve(Arc::clone(&core), listener, Socket::Native));
-        let serve_admin =
-            tokio::spawn(transport::serve(Arc::clone(&core), admin_listener, Socket::Admin(access)));
+        // One budget for every listener; apps and the admin socket draw on separate counts.
+        let budget = Budget::new(BudgetLimits::apps(&config.limits), BudgetLimits::admin());
+        let settings = Settings::from_limits(&config.limits);
+        let serve = tokio::spawn(transport::serve(
+            Arc::clone(&core),
+            listener,
+            Socket::Native,
+            budget.clone(),
+            settings.clone(),
+        ));
+        let serve_admin = tokio::spawn(transport::serve(
+            Arc::clone(&core),
+            admin_listener,
+            Socket::Admin(access),
+            budget,
+            settings,
+        ));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing SIGTERM handler")?;
         tokio::select! {

@@ -72,6 +72,19 @@ impl Daemon {
         Self::start_with(dir, None)
     }
 
+    /// Like [`Daemon::start`], with `tweak` applied to the daemon's command before it is
+    /// spawned (environment, resource limits).
+    pub fn start_tweaked(config: &str, tweak: impl FnOnce(&mut Command)) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("sg-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let d = dir.path().to_path_buf();
+        let config_path = d.join("soundgate.toml");
+        std::fs::write(&config_path, config.replace("$DIR", &d.to_string_lossy())).expect("config");
+        Self::start_inner(dir, Some(config_path), tweak)
+    }
+
     /// Stops the daemon (SIGTERM) and starts it again on the same dirs and config, as after
     /// a reboot: state on disk must carry over.
     pub fn restart(self) -> Daemon {
@@ -94,6 +107,14 @@ impl Daemon {
     }
 
     fn start_with(dir: tempfile::TempDir, config: Option<PathBuf>) -> Daemon {
+        Self::start_inner(dir, config, |_| {})
+    }
+
+    fn start_inner(
+        dir: tempfile::TempDir,
+        config: Option<PathBuf>,
+        tweak: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let d = dir.path().to_path_buf();
         let runtime = d.join("run");
         let state = d.join("state");
@@ -111,6 +132,7 @@ impl Daemon {
             // No --config: the default path must not exist either, so point HOME/XDG away.
             cmd.env("XDG_CONFIG_HOME", d.join("xdg"));
         }
+        tweak(&mut cmd);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())

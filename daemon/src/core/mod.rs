@@ -274,20 +274,28 @@ impl Core {
             ));
         }
         let mut reg = self.reg();
+        // Admin-socket connections have their own quota, never shared with apps: no number
+        // of app connections of a uid (root's included) locks that uid's console out.
         let same_uid = reg
             .clients
             .values()
-            .filter(|c| c.subject.uid == identity.uid)
+            .filter(|c| c.subject.uid == identity.uid && c.subject.admin == admin)
             .count();
         if same_uid >= self.limits.connections_per_uid {
-            tracing::warn!(
-                uid = identity.uid,
-                "refusing connection: {same_uid} already open for this uid"
-            );
+            let socket = if admin { "admin" } else { "app" };
+            static REFUSED: crate::ratelimit::LogLimit =
+                crate::ratelimit::LogLimit::new(10, std::time::Duration::from_secs(10));
+            if let Some(suppressed) = REFUSED.allow() {
+                tracing::warn!(
+                    uid = identity.uid,
+                    suppressed,
+                    "refusing connection: {same_uid} {socket} connections already open for this uid"
+                );
+            }
             return Err(err(
                 ErrorKind::Quota,
                 format!(
-                    "uid {} already has {same_uid} connections (limit {})",
+                    "uid {} already has {same_uid} {socket} connections (limit {})",
                     identity.uid, self.limits.connections_per_uid
                 ),
             ));
