@@ -752,7 +752,7 @@ impl Cx<'_> {
         };
         // The span of a `[[rule]]` table starts at its header.
         let line = self.line(spanned.span().start);
-        Ok(Rule {
+        let rule = Rule {
             app: r.app.as_ref().map(|a| a.get_ref().clone()),
             uid,
             gid,
@@ -760,7 +760,12 @@ impl Cx<'_> {
             target: r.target.as_ref().map(|t| t.get_ref().clone()),
             decision,
             origin: format!("{}:{line}", self.path.display()),
-        })
+        };
+        // A rule the policy's invariants would overrule is refused, not silently ignored.
+        if let Some(why) = rule.refusal() {
+            return Err(self.err(r.decision.span(), why));
+        }
+        Ok(rule)
     }
 
     fn alsa(
@@ -1082,6 +1087,21 @@ decision = "ask"
             err("[[rule]]\naction = \"record\"\ndecision = \"allow\"\ntarget = \"a*b\"\n")
                 .contains(":4: rule: target \"a*b\": `*` is only allowed at the end")
         );
+        assert!(
+            err("[[rule]]\naction = \"kill-client\"\ndecision = \"allow\"\n")
+                .contains(":3: rule: kill-client reaches other clients")
+        );
+        assert!(
+            err("[[rule]]\naction = \"control-stream\"\ndecision = \"ask\"\n")
+                .contains(":3: rule: an ask rule for control-stream without a target")
+        );
+        assert!(
+            parse("[[rule]]\naction = \"kill-client\"\ndecision = \"deny\"\nuid = 0\n").is_ok()
+        );
+        assert!(parse(
+            "[[rule]]\naction = \"control-stream\"\ndecision = \"allow\"\ntarget = \"hdmi*\"\n"
+        )
+        .is_ok());
         assert!(err("[[rule]]\naction = \"record\"\ndecision = \"maybe\"\n")
             .contains(":3: rule: unknown decision \"maybe\""));
         assert!(err(

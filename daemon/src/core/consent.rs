@@ -15,7 +15,7 @@ use super::grants::{GrantNew, GrantScope, GrantStore};
 use super::prompts::{Answer, Outcome as PromptOutcome, PromptBroker, PromptRequest};
 use super::{err, Core, Outcome, MONITOR_SUFFIX};
 use crate::core::audit::{self, AuditLog, AuditRecord, AuditSubject};
-use crate::policy::{Action, Decision, Object, Subject};
+use crate::policy::{Action, By, Decision, GrantHit, Object, Subject};
 use soundgate_proto::wire::{
     ClientId, Direction, ErrorKind, Event, GrantInfo, PromptAnswer, PromptInfo, Reply, Request,
     WireError,
@@ -200,37 +200,18 @@ impl Core {
         action: Action,
         object: &Object<'_>,
     ) -> (Decision, String) {
-        let (mut decision, rule) = self.policy.check_explained(subject, action, object);
-        let mut by = match rule {
-            Some(r) => format!("rule {}", r.origin),
-            None => "default".to_string(),
-        };
+        let mut c = self.consents();
+        let (decision, by) = self.policy.decide(subject, action, object, |device| {
+            grant_hit(&c.grants, subject, action, device)
+        });
+        if let By::Grant { id, once: true } = by {
+            c.grants.consume_once(id);
+        }
+        let by = by_text(by);
         let device = match object {
             Object::Sink { name } | Object::Source { name, .. } => Some(*name),
             Object::Stream { .. } | Object::Server => None,
         };
-        let open = match (&decision, rule) {
-            (Decision::Allow, _) | (Decision::Deny(_), Some(_)) => false,
-            (Decision::Deny(_), None) | (Decision::Ask, _) => device.is_some(),
-        };
-        let mut c = self.consents();
-        if let (true, Some(target)) = (open, device) {
-            if let Some(g) = c.grants.lookup(subject, action, target) {
-                let (id, allow, once) = (g.id, g.allow, g.scope == GrantScope::Once);
-                decision = if allow {
-                    Decision::Allow
-                } else {
-                    Decision::Deny(format!(
-                        "{action} on {object} was refused for this app by grant {id}",
-                        action = action.name()
-                    ))
-                };
-                by = format!("grant {id}");
-                if once {
-                    c.grants.consume_once(id);
-                }
-            }
-        }
         let object_text = object.to_string();
         let (word, reason) = match &decision {
             Decision::Allow => ("allow", None),
@@ -255,6 +236,42 @@ impl Core {
             }
         }
         (decision, by)
+    }
+
+    /// What [`decide`](Self::decide) would say, grants included, without an audit line, without
+    /// using up a once grant and without ever prompting: for listings, events and read-only
+    /// control-plane requests, so they follow the very decision path requests do.
+    pub(super) fn permitted(
+        &self,
+        subject: &Subject,
+        action: Action,
+        object: &Object<'_>,
+    ) -> Decision {
+        let c = self.consents();
+        self.policy
+            .decide(subject, action, object, |device| {
+                grant_hit(&c.grants, subject, action, device)
+            })
+            .0
+    }
+
+    /// Whether a peer may use the admin socket ([`Action::UseAdminSocket`], audited); the
+    /// reason it may not. Called by the transport on every accept of the admin socket.
+    pub fn admit_admin(&self, identity: &crate::identity::Identity) -> Result<(), String> {
+        let subject = identity.subject(0, false);
+        match self
+            .decide(
+                &subject,
+                identity.pid,
+                Action::UseAdminSocket,
+                &Object::Server,
+            )
+            .0
+        {
+            Decision::Allow => Ok(()),
+            Decision::Deny(reason) => Err(reason),
+            Decision::Ask => Err("the admin socket cannot be granted by a prompt".to_string()),
+        }
     }
 
     /// Whether any prompt agent is connected.
@@ -682,6 +699,29 @@ impl Core {
                 by: &by,
             },
         );
+    }
+}
+
+/// The grant `grants` holds for `subject` doing `action` to `device`, as the policy takes it.
+fn grant_hit(
+    grants: &GrantStore,
+    subject: &Subject,
+    action: Action,
+    device: &str,
+) -> Option<GrantHit> {
+    grants.lookup(subject, action, device).map(|g| GrantHit {
+        id: g.id,
+        allow: g.allow,
+        once: g.scope == GrantScope::Once,
+    })
+}
+
+/// What decided, as the audit log says it.
+fn by_text(by: By<'_>) -> String {
+    match by {
+        By::Default => "default".to_string(),
+        By::Rule(r) => format!("rule {}", r.origin),
+        By::Grant { id, .. } => format!("grant {id}"),
     }
 }
 

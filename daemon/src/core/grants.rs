@@ -417,14 +417,12 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn subject(client: u32) -> Subject {
-        Subject {
+        Subject::new(
             client,
-            uid: 1000,
-            gid: 1000,
-            groups: vec![],
-            app_id: "exe:/usr/bin/sgcat".into(),
-            admin: false,
-        }
+            (1000, 1000, vec![]),
+            "exe:/usr/bin/sgcat".into(),
+            false,
+        )
     }
 
     fn new(scope: GrantScope, client: Option<u32>, target: Option<&str>, allow: bool) -> GrantNew {
@@ -472,10 +470,7 @@ mod tests {
         assert!(st2.lookup(&subject(7), Action::Play, "mic").is_none());
         assert!(st2
             .lookup(
-                &Subject {
-                    uid: 1001,
-                    ..subject(7)
-                },
+                &Subject::new(7, (1001, 1000, vec![]), "exe:/usr/bin/sgcat".into(), false),
                 Action::Record,
                 "mic"
             )

@@ -24,6 +24,7 @@ use crate::backend;
 use crate::config::{Config, Limits};
 use crate::engine::{EndReason, PlaybackStream, RecordStream, Retired, SinkHandle, StreamShared};
 use crate::identity::Identity;
+pub use crate::policy::AdminAccess;
 use crate::policy::{Action, Decision, Object, Policy, Subject};
 pub use consent::{Handled, Parked};
 use nix::sys::eventfd::{EfdFlags, EventFd};
@@ -235,6 +236,12 @@ impl Core {
             consent::Consents::open(Some(state_dir), prompt_timeout).map_err(CoreError::State)?;
         self.consent = Mutex::new(consents);
         Ok(())
+    }
+
+    /// Who may use the admin socket (the policy decides it on every accept; see
+    /// [`Core::admit_admin`]). Without this, only root.
+    pub fn set_admin_access(&mut self, access: AdminAccess) {
+        self.policy = std::mem::take(&mut self.policy).with_admin_access(access);
     }
 
     fn reg(&self) -> MutexGuard<'_, Registry> {
@@ -638,8 +645,7 @@ impl Core {
                 !s.dev.source
                     && !s.dev.is_removed()
                     && !matches!(
-                        self.policy
-                            .check(&subject, Action::Play, &Object::Sink { name: &s.name }),
+                        self.permitted(&subject, Action::Play, &Object::Sink { name: &s.name }),
                         Decision::Deny(_)
                     )
             })
@@ -667,7 +673,7 @@ impl Core {
                     s.name.clone()
                 };
                 !matches!(
-                    self.policy.check(
+                    self.permitted(
                         &c.subject,
                         Action::Record,
                         &Object::Source {
@@ -699,7 +705,7 @@ impl Core {
             .streams
             .iter()
             .filter(|(_, s)| {
-                self.policy.check(
+                self.permitted(
                     &c.subject,
                     Action::ListStreams,
                     &Object::Stream {
