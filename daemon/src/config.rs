@@ -32,6 +32,8 @@ pub struct Config {
     pub prompts: PromptsConfig,
     /// Who may use the admin socket besides root.
     pub admin: AdminConfig,
+    /// The audit log's rotation.
+    pub audit: AuditConfig,
     /// The file it came from (`None` for the built-in default).
     pub source_path: Option<PathBuf>,
 }
@@ -129,6 +131,24 @@ impl Default for AdminConfig {
         AdminConfig {
             group: "soundgate-admin".to_string(),
             uids: Vec::new(),
+        }
+    }
+}
+
+/// The audit log (`[audit]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Bytes the current file may reach before it rotates (default 4 MiB; 4096..=1 GiB).
+    pub max_bytes: u64,
+    /// Rotated files kept (default 4; 0..=100).
+    pub keep: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> AuditConfig {
+        AuditConfig {
+            max_bytes: 4 << 20,
+            keep: 4,
         }
     }
 }
@@ -250,6 +270,7 @@ impl Config {
         let engine = cx.engine(raw.engine)?;
         let prompts = cx.prompts(raw.prompts)?;
         let admin = cx.admin(raw.admin)?;
+        let audit = cx.audit(raw.audit)?;
         let limits = cx.limits(raw.limits)?;
         let mut sinks = cx.sinks(&raw.sink, "sink")?;
         if sinks.is_empty() {
@@ -269,6 +290,7 @@ impl Config {
             engine,
             prompts,
             admin,
+            audit,
             source_path: Some(origin.to_path_buf()),
         })
     }
@@ -294,6 +316,7 @@ impl Config {
             engine: EngineConfig::default(),
             prompts: PromptsConfig::default(),
             admin: AdminConfig::default(),
+            audit: AuditConfig::default(),
             source_path: None,
         }
     }
@@ -312,6 +335,7 @@ struct RawConfig {
     engine: Option<RawEngine>,
     prompts: Option<RawPrompts>,
     admin: Option<RawAdmin>,
+    audit: Option<RawAudit>,
     limits: Option<RawLimits>,
     #[serde(default)]
     sink: Vec<Spanned<RawSink>>,
@@ -326,6 +350,13 @@ struct RawConfig {
 struct RawAdmin {
     group: Option<Spanned<String>>,
     uids: Option<Spanned<Vec<i64>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    max_bytes: Option<Spanned<i64>>,
+    keep: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -431,6 +462,24 @@ impl Cx<'_> {
                 .collect::<Result<_, _>>()?;
         }
         Ok(admin)
+    }
+
+    fn audit(&self, raw: Option<RawAudit>) -> Result<AuditConfig, ConfigError> {
+        let mut audit = AuditConfig::default();
+        let Some(raw) = raw else { return Ok(audit) };
+        if let Some(v) = raw.max_bytes {
+            audit.max_bytes = match u64::try_from(*v.get_ref()) {
+                Ok(n @ 4096..=0x4000_0000) => n,
+                _ => return Err(self.err(v.span(), "audit: max_bytes must be 4096..=1073741824")),
+            };
+        }
+        if let Some(v) = raw.keep {
+            audit.keep = match usize::try_from(*v.get_ref()) {
+                Ok(n @ 0..=100) => n,
+                _ => return Err(self.err(v.span(), "audit: keep must be 0..=100")),
+            };
+        }
+        Ok(audit)
     }
 
     fn prompts(&self, raw: Option<RawPrompts>) -> Result<PromptsConfig, ConfigError> {

@@ -14,8 +14,10 @@
 use super::grants::{GrantNew, GrantScope, GrantStore};
 use super::prompts::{Answer, Outcome as PromptOutcome, PromptBroker, PromptRequest};
 use super::{err, Core, Outcome, MONITOR_SUFFIX};
-use crate::core::audit::{self, AuditLog, AuditRecord, AuditSubject};
-use crate::policy::{Action, By, Decision, GrantHit, Object, Subject};
+use crate::core::audit::{
+    self, AuditLog, AuditQueue, AuditRecord, AuditSubject, AuditWriter, Coalescer,
+};
+use crate::policy::{Action, By, Decision, GrantHit, Object, Role, Subject};
 use soundgate_proto::wire::{
     ClientId, Direction, ErrorKind, Event, GrantInfo, PromptAnswer, PromptInfo, Reply, Request,
     WireError,
@@ -26,11 +28,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::MutexGuard;
-use std::time::Duration;
-
-/// Audit log size before it rotates, and how many old files are kept.
-const AUDIT_MAX_BYTES: u64 = 4 << 20;
-const AUDIT_KEEP: usize = 4;
+use std::time::{Duration, Instant};
 
 /// What a prompt asks, kept until it is answered.
 #[derive(Debug, Clone)]
@@ -46,7 +44,9 @@ struct Ask {
 #[derive(Debug)]
 pub(super) struct Consents {
     grants: GrantStore,
-    audit: Option<AuditLog>,
+    /// The writer thread (none without a state directory) and the lines gathered for it.
+    audit: Option<AuditWriter>,
+    coalescer: Coalescer,
     broker: PromptBroker,
     /// Open prompts.
     asks: BTreeMap<u64, Ask>,
@@ -60,19 +60,26 @@ pub(super) struct Consents {
 
 impl Consents {
     /// Grants from `state_dir` (none, kept in memory only, without one), the audit log there.
-    pub(super) fn open(state_dir: Option<&Path>, timeout: Duration) -> Result<Consents, String> {
+    pub(super) fn open(
+        state_dir: Option<&Path>,
+        timeout: Duration,
+        rotation: &crate::config::AuditConfig,
+    ) -> Result<Consents, String> {
         let (grants, audit) = match state_dir {
             Some(dir) => {
                 let grants = GrantStore::open(dir).map_err(|e| e.to_string())?;
-                let audit = AuditLog::open(&dir.join("audit.log"), AUDIT_MAX_BYTES, AUDIT_KEEP)
+                let log = AuditLog::open(&dir.join("audit.log"), rotation.max_bytes, rotation.keep)
                     .map_err(|e| e.to_string())?;
-                (grants, Some(audit))
+                let writer = AuditWriter::start(log, audit::AUDIT_QUEUE)
+                    .map_err(|e| format!("starting the audit writer: {e}"))?;
+                (grants, Some(writer))
             }
             None => (GrantStore::in_memory(), None),
         };
         Ok(Consents {
             grants,
             audit,
+            coalescer: Coalescer::default(),
             broker: PromptBroker::new(timeout),
             asks: BTreeMap::new(),
             wanted: HashMap::new(),
@@ -82,9 +89,9 @@ impl Consents {
     }
 
     fn audit(&mut self, s: &Subject, pid: i32, note: Note<'_>) {
-        let Some(log) = self.audit.as_mut() else {
+        if self.audit.is_none() {
             return;
-        };
+        }
         let rec = AuditRecord {
             time: audit::rfc3339_now(),
             subject: AuditSubject {
@@ -99,15 +106,45 @@ impl Consents {
             reason: note.reason,
             by: note.by,
         };
-        if let Err(e) = log.append(&rec) {
-            tracing::error!("audit log: {e}");
-        }
         self.decisions.record(&rec);
+        // Only an app's allowed decisions may be gathered (or, with a full queue, dropped);
+        // denies, asks, prompts, answers, grants, revocations and administrators' acts are
+        // always written.
+        let coalesce = note.decision == "allow" && s.role() == Role::App;
+        let lines = self.coalescer.push(&rec, coalesce, Instant::now());
+        self.send_lines(lines);
     }
 
-    /// The audit log's current file, if the server keeps one (it has a state directory).
-    pub(super) fn audit_path(&self) -> Option<std::path::PathBuf> {
-        self.audit.as_ref().map(|a| a.path().to_path_buf())
+    fn send_lines(&self, lines: Vec<(Vec<u8>, bool)>) {
+        let Some(queue) = self.audit.as_ref().and_then(AuditWriter::queue) else {
+            return;
+        };
+        for (line, must) in lines {
+            queue.send(line, must);
+        }
+    }
+
+    /// Writes the gathered lines whose window has ended (called every housekeeping tick).
+    pub(super) fn audit_tick(&mut self) {
+        let lines = self.coalescer.expire(Instant::now());
+        self.send_lines(lines);
+    }
+
+    /// Hands every gathered line to the writer; the queue to [`AuditQueue::sync`] on (outside
+    /// the lock) and the current file, if the server keeps a log.
+    pub(super) fn audit_flush(&mut self) -> Option<(AuditQueue, std::path::PathBuf)> {
+        let lines = self.coalescer.flush();
+        self.send_lines(lines);
+        let w = self.audit.as_ref()?;
+        Some((w.queue()?.clone(), w.path().to_path_buf()))
+    }
+}
+
+impl Drop for Consents {
+    /// The gathered lines go out before the writer thread (dropped next) finishes.
+    fn drop(&mut self) {
+        let lines = self.coalescer.flush();
+        self.send_lines(lines);
     }
 }
 

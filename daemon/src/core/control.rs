@@ -299,12 +299,17 @@ impl Core {
     }
 
     fn audit_tail(&self, lines: u32) -> Result<Reply, WireError> {
-        let Some(path) = self.consents().audit_path() else {
+        let flushed = self.consents().audit_flush();
+        let Some((queue, path)) = flushed else {
             return Err(err(
                 ErrorKind::NotFound,
                 "this server keeps no audit log (it runs without a state directory)",
             ));
         };
+        // Read what was decided before this request (outside every lock).
+        if !queue.sync(Duration::from_secs(5)) {
+            tracing::warn!("the audit writer is behind; the tail may miss the newest lines");
+        }
         let n = usize::try_from(lines).unwrap_or(usize::MAX).min(100_000);
         let mut tail = super::audit::AuditLog::tail(&path, n)
             .map_err(|e| err(ErrorKind::Internal, format!("reading the audit log: {e}")))?;

@@ -218,7 +218,8 @@ impl Core {
             limits: config.limits.clone(),
             reg: Mutex::new(reg),
             consent: Mutex::new(
-                consent::Consents::open(None, DEFAULT_PROMPT_TIMEOUT).map_err(CoreError::State)?,
+                consent::Consents::open(None, DEFAULT_PROMPT_TIMEOUT, &config.audit)
+                    .map_err(CoreError::State)?,
             ),
             notice,
             control: control::ControlState::new(),
@@ -232,8 +233,8 @@ impl Core {
         state_dir: &std::path::Path,
         prompt_timeout: std::time::Duration,
     ) -> Result<(), CoreError> {
-        let consents =
-            consent::Consents::open(Some(state_dir), prompt_timeout).map_err(CoreError::State)?;
+        let consents = consent::Consents::open(Some(state_dir), prompt_timeout, &self.config.audit)
+            .map_err(CoreError::State)?;
         self.consent = Mutex::new(consents);
         Ok(())
     }
@@ -408,6 +409,7 @@ impl Core {
 
     /// Reports new underruns to the owners of streams. Called periodically.
     pub fn tick(&self) {
+        self.consents().audit_tick();
         self.log_device_counters();
         self.samples_tick();
         let mut reg = self.reg();
