@@ -9,9 +9,12 @@
 //! answer or the timeout before [`Core::resume`] finishes the request. Answers become grants
 //! of their scope. Every decision is appended to the audit log.
 //!
-//! Lock order: the registry, then [`Consents`]; neither is held across an await.
+//! Lock order: the registry, then [`Consents`]; neither is held across an await, and neither
+//! is held for file I/O: audit lines go to the writer thread (`audit.rs`), and a grant change
+//! is made in memory, then written ([`GrantWriter`], temp file, fsync, rename, fsync of the
+//! directory) with no lock held, before the reply that acknowledges it is sent.
 
-use super::grants::{GrantNew, GrantScope, GrantStore};
+use super::grants::{Deferred, GrantNew, GrantScope, GrantStore, GrantWriter};
 use super::prompts::{Answer, Outcome as PromptOutcome, PromptBroker, PromptRequest};
 use super::{err, Core, Outcome, MONITOR_SUFFIX};
 use crate::core::audit::{
@@ -311,6 +314,18 @@ impl Core {
         }
     }
 
+    /// Writes a change's grants file (never under a lock; see [`GrantWriter`]).
+    fn write_grants(
+        &self,
+        writer: Option<&GrantWriter>,
+        change: &Deferred,
+    ) -> Result<(), super::grants::GrantError> {
+        match (writer, &change.snapshot) {
+            (Some(w), Some(snap)) => w.write(snap),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether any prompt agent is connected.
     pub(super) fn has_agents(&self) -> bool {
         !self.consents().agents.is_empty()
@@ -532,19 +547,19 @@ impl Core {
                 c.identity.pid,
             )
         };
-        let mut c = self.consents();
         let not_found = || err(ErrorKind::NotFound, format!("no pending prompt {prompt}"));
-        let ask = c.asks.get(&prompt).cloned().ok_or_else(not_found)?;
-        if !c.broker.pending().iter().any(|p| p.id == prompt) {
-            return Err(not_found());
-        }
-        // The grant goes in first: the parked request runs again as soon as the broker wakes it.
-        let grant = if answer == Answer::DenyOnce {
-            None
-        } else {
-            let g = c
-                .grants
-                .add(GrantNew {
+        let (ask, change, writer) = {
+            let mut c = self.consents();
+            let ask = c.asks.get(&prompt).cloned().ok_or_else(not_found)?;
+            if !c.broker.pending().iter().any(|p| p.id == prompt) {
+                return Err(not_found());
+            }
+            // The grant goes in first: the parked request runs again as soon as the broker
+            // wakes it.
+            let change = if answer == Answer::DenyOnce {
+                None
+            } else {
+                let new = GrantNew {
                     uid: ask.uid,
                     app_id: ask.app_id.clone(),
                     action: ask.action,
@@ -553,14 +568,41 @@ impl Core {
                     scope: answer.scope(),
                     client: Some(ask.client),
                     by: by.clone(),
-                })
-                .map_err(|e| err(ErrorKind::Internal, format!("recording the answer: {e}")))?;
-            Some(g.id)
+                };
+                let change = c
+                    .grants
+                    .add_deferred(new)
+                    .map_err(|e| err(ErrorKind::Internal, format!("recording the answer: {e}")))?;
+                Some(change)
+            };
+            (ask, change, c.grants.writer())
         };
+        // On disk before anyone is told (the agent's reply, the parked request), and outside
+        // the consent lock.
+        let grant = change.as_ref().map(|ch| ch.grant.id);
+        if let Some(ch) = change.as_ref() {
+            if let Err(e) = self.write_grants(writer.as_ref(), ch) {
+                if let Some(ch) = change {
+                    self.consents().grants.undo_add(ch);
+                }
+                return Err(err(
+                    ErrorKind::Internal,
+                    format!("recording the answer: {e}"),
+                ));
+            }
+        }
+        let mut c = self.consents();
         if c.broker.answer(prompt, answer, &by).is_err() {
             // It timed out or was cancelled meanwhile: the answer came too late.
             if let Some(id) = grant {
-                let _ = c.grants.revoke(id);
+                let undo = c.grants.revoke_deferred(id).ok().flatten();
+                let writer = c.grants.writer();
+                drop(c);
+                if let Some(undo) = undo {
+                    if let Err(e) = self.write_grants(writer.as_ref(), &undo) {
+                        tracing::error!("taking back a late answer's grant {id}: {e}");
+                    }
+                }
             }
             return Err(not_found());
         }
@@ -583,18 +625,31 @@ impl Core {
     }
 
     fn revoke_grant(&self, admin: ClientId, grant: u64) -> Result<Reply, WireError> {
-        let mut reg = self.reg();
-        let (by_subject, by_pid) = match reg.clients.get(&admin) {
+        let (by_subject, by_pid) = match self.reg().clients.get(&admin) {
             Some(c) => (c.subject.clone(), c.identity.pid),
             None => return Err(err(ErrorKind::Protocol, "unknown client")),
         };
+        let failed = |e: &dyn std::fmt::Display| {
+            err(ErrorKind::Internal, format!("revoking grant {grant}: {e}"))
+        };
+        let (change, writer) = {
+            let mut c = self.consents();
+            let change = c
+                .grants
+                .revoke_deferred(grant)
+                .map_err(|e| failed(&e))?
+                .ok_or_else(|| err(ErrorKind::NotFound, format!("no grant {grant}")))?;
+            (change, c.grants.writer())
+        };
+        // Durable before the reply, written with neither lock held.
+        if let Err(e) = self.write_grants(writer.as_ref(), &change) {
+            self.consents().grants.undo_revoke(change);
+            return Err(failed(&e));
+        }
+        let mut reg = self.reg();
         let revoked = {
             let mut c = self.consents();
-            let g = c
-                .grants
-                .revoke(grant)
-                .map_err(|e| err(ErrorKind::Internal, format!("revoking grant {grant}: {e}")))?
-                .ok_or_else(|| err(ErrorKind::NotFound, format!("no grant {grant}")))?;
+            let g = change.grant;
             let target = g.target.clone().unwrap_or_else(|| "*".into());
             let by = format!("grant {grant}");
             c.audit(
@@ -682,9 +737,9 @@ impl Core {
         };
         let by = format!("admin pid {pid} uid {}", subject.uid);
         let mut c = self.consents();
-        let grant = c
+        let change = c
             .grants
-            .add(GrantNew {
+            .add_deferred(GrantNew {
                 uid,
                 app_id,
                 action,
@@ -698,6 +753,18 @@ impl Core {
                 super::grants::GrantError::Invalid(m) => err(ErrorKind::Invalid, m),
                 e => err(ErrorKind::Internal, format!("recording the grant: {e}")),
             })?;
+        let writer = c.grants.writer();
+        drop(c);
+        // Durable before the reply, written without the consent lock.
+        if let Err(e) = self.write_grants(writer.as_ref(), &change) {
+            self.consents().grants.undo_add(change);
+            return Err(err(
+                ErrorKind::Internal,
+                format!("recording the grant: {e}"),
+            ));
+        }
+        let grant = change.grant;
+        let mut c = self.consents();
         let object = grant.target.clone().unwrap_or_else(|| "*".into());
         let decision = if allow { "grant:allow" } else { "grant:deny" };
         let note_by = format!("{by}, grant {}", grant.id);
