@@ -408,7 +408,9 @@ impl Core {
                 Self::send_event(&mut reg, a, ev.clone());
             }
         }
-        tracing::info!(client, prompt, action = action.name(), %target, "waiting for consent");
+        if let Some(suppressed) = reg.may_log(client) {
+            tracing::info!(client, prompt, action = action.name(), %target, suppressed, "waiting for consent");
+        }
         Handled::Ask(Parked {
             wait: Box::pin(wait),
             request: ParkedRequest {

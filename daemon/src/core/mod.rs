@@ -127,7 +127,8 @@ struct ClientEntry {
     identity: Identity,
     label: String,
     events: Option<mpsc::Sender<ServerMsg>>,
-    denials_logged: u32,
+    /// Log lines this client's requests may cause (see [`LogBudget`]).
+    logs: LogBudget,
     /// Receives stream, device (and, for admins, client) events (see [`streams`]).
     subscribed: bool,
 }
@@ -161,6 +162,61 @@ struct Registry {
     samples: samples::SampleCache,
     /// Streams handed back by their engine and not yet landed on the next (see [`devices`]).
     moving: std::collections::BTreeSet<StreamId>,
+    /// Log lines about refused connections (any uid can cause them).
+    refusals_logged: LogBudget,
+}
+
+impl Registry {
+    /// Whether a line `client`'s request caused may be logged now (`Some(lines suppressed
+    /// before it)`), charged to that client's budget. An unknown client logs nothing.
+    fn may_log(&mut self, client: ClientId) -> Option<u64> {
+        let now = std::time::Instant::now();
+        self.clients.get_mut(&client)?.logs.take(now)
+    }
+}
+
+/// Log lines a client can cause: a burst of [`LOG_BURST`], then [`LOG_PER_SEC`] a second; the
+/// ones beyond are counted and the count goes with the next line logged.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    tokens: f64,
+    at: std::time::Instant,
+    suppressed: u64,
+}
+
+/// Lines a client may cause at once.
+pub const LOG_BURST: f64 = 20.0;
+/// Lines a client may cause per second, sustained.
+pub const LOG_PER_SEC: f64 = 1.0;
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        LogBudget::new()
+    }
+}
+
+impl LogBudget {
+    fn new() -> LogBudget {
+        LogBudget {
+            tokens: LOG_BURST,
+            at: std::time::Instant::now(),
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(suppressed so far)` if a line may be logged at `now`, else `None` (counted).
+    fn take(&mut self, now: std::time::Instant) -> Option<u64> {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * LOG_PER_SEC).min(LOG_BURST);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed = self.suppressed.saturating_add(1);
+            None
+        }
+    }
 }
 
 /// The core. Shared by all connection tasks (`Arc<Core>`).
@@ -284,10 +340,13 @@ impl Core {
             .filter(|c| c.subject.uid == identity.uid)
             .count();
         if same_uid >= self.limits.connections_per_uid {
-            tracing::warn!(
-                uid = identity.uid,
-                "refusing connection: {same_uid} already open for this uid"
-            );
+            if let Some(suppressed) = reg.refusals_logged.take(std::time::Instant::now()) {
+                tracing::warn!(
+                    uid = identity.uid,
+                    suppressed,
+                    "refusing connection: {same_uid} already open for this uid"
+                );
+            }
             return Err(err(
                 ErrorKind::Quota,
                 format!(
@@ -310,7 +369,7 @@ impl Core {
                 identity,
                 label: label.to_string(),
                 events: Some(events),
-                denials_logged: 0,
+                logs: LogBudget::new(),
                 subscribed: false,
             },
         );
@@ -376,11 +435,14 @@ impl Core {
             }
             if let Some(EndReason::BadIndex) = ended {
                 if let Some(s) = reg.streams.remove(&id) {
-                    tracing::warn!(
-                        stream = id,
-                        client = s.owner,
-                        "ended stream: ring index out of range"
-                    );
+                    if let Some(suppressed) = reg.may_log(s.owner) {
+                        tracing::warn!(
+                            stream = id,
+                            client = s.owner,
+                            suppressed,
+                            "ended stream: ring index out of range"
+                        );
+                    }
                     self.stream_removed(&mut reg, id, &s);
                     let error = err(
                         ErrorKind::Protocol,
@@ -478,10 +540,9 @@ impl Core {
                 describe(action, object)
             ),
         };
-        // A client can cause denials at will: log the first few, then one in a hundred.
-        c.denials_logged = c.denials_logged.saturating_add(1);
-        if c.denials_logged <= 5 || c.denials_logged % 100 == 0 {
-            tracing::info!(client, app = %c.subject.app_id, action = action.name(), "denied: {reason}");
+        // A client can cause denials at will: its log lines are rate limited.
+        if let Some(suppressed) = c.logs.take(std::time::Instant::now()) {
+            tracing::info!(client, app = %c.subject.app_id, action = action.name(), suppressed, "denied: {reason}");
         }
         Err(err(ErrorKind::Denied, reason))
     }
@@ -993,7 +1054,9 @@ impl Core {
                 format!("source {source} cannot take the stream now: {e}"),
             )
         })?;
-        tracing::info!(client, stream = id, %source, %spec, "record stream created");
+        if let Some(suppressed) = reg.may_log(client) {
+            tracing::info!(client, stream = id, %source, %spec, suppressed, "record stream created");
+        }
         let entry = StreamEntry {
             owner: client,
             direction: Direction::Record,
@@ -1141,5 +1204,21 @@ fn stream_info(id: StreamId, s: &StreamEntry) -> StreamInfo {
         peak: s.shared.peak(),
         capacity_frames: s.capacity,
         exclusive: s.exclusive,
+    }
+}
+
+#[cfg(test)]
+mod log_budget_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_burst_then_a_trickle_with_the_suppressed_count() {
+        let mut b = LogBudget::new();
+        let t0 = b.at;
+        let allowed = (0..1000).filter(|_| b.take(t0).is_some()).count();
+        assert_eq!(allowed, LOG_BURST as usize);
+        assert_eq!(b.take(t0 + Duration::from_secs(1)), Some(1000 - 20));
+        assert_eq!(b.take(t0 + Duration::from_secs(1)), None);
     }
 }

@@ -459,7 +459,9 @@ impl Core {
             s.home = to;
         }
         let from_name = &self.sinks[from].name;
-        tracing::info!(client, stream, owner, from = %from_name, to = %device, "moving stream");
+        if let Some(suppressed) = reg.may_log(client) {
+            tracing::info!(client, stream, owner, from = %from_name, to = %device, suppressed, "moving stream");
+        }
         Ok(Reply::Ok)
     }
 }
