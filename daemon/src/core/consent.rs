@@ -1,9 +1,12 @@
 //! Consent: grants, prompts and the audit trail, as the core uses them.
 //!
-//! Every check goes through [`Core::decide`]: the policy (config rules, then defaults) gives a
-//! decision; a rule's allow or deny is final, and so is a default allow. What is left — an
-//! `ask`, or a default deny on a device (recording a monitor) — a grant can settle: the most
-//! specific of a once/session grant of this client, then an always grant of this uid and app.
+//! Every check goes through [`Core::decide`] (audited) or [`Core::permitted`] (listings,
+//! events, reads; not audited), and both through one call, [`Policy::decide`](crate::policy::Policy::decide): the policy's
+//! invariants, config rules, then defaults give a decision; an invariant, a rule's allow or
+//! deny, and a default allow are final. What is left — an `ask`, or a default deny on a
+//! device (recording a monitor) — a grant can settle: the most specific of a once/session
+//! grant of this client, then an always grant of this uid and app (looked up here, weighed
+//! by the policy).
 //! An `ask` nobody has settled becomes a prompt: [`Core::handle`] parks the request, every
 //! prompt agent is told, and the connection's task waits (blocking no one) for the first
 //! answer or the timeout before [`Core::resume`] finishes the request. Answers become grants

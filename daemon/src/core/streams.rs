@@ -4,12 +4,13 @@
 //! # Events
 //!
 //! A subscribed client gets events about what it may see, decided per event and per subscriber
-//! by the same [`Policy::check`](crate::policy::Policy::check) calls that filter the lists:
-//! stream events pass `list-streams` on the stream (its owner; administrators), device events
-//! pass `play` on a sink or `record` on a source unless that is denied (the `ListSinks` /
-//! `ListSources` filter). Administrators also get clients coming and going, every audit line
-//! ([`Event::Decision`]) and device xruns. The filter uses the pure policy check, never
-//! [`Core::decide`], so delivering events writes no audit lines (no feedback loop).
+//! by the same [`Core::permitted`] calls (policy and grants) that filter the lists: stream
+//! events pass `list-streams` on the stream (its owner; administrators), device events pass
+//! `play` on a sink or `record` on a source unless that is denied (the `ListSinks` /
+//! `ListSources` filter; a grant to record a monitor makes its events visible). Clients coming
+//! and going pass `list-clients`, audit lines ([`Event::Decision`]) `read-audit`, device xruns
+//! `read-stats` (all administrators only). [`Core::permitted`] writes no audit line and uses
+//! up no once grant, so delivering events cannot feed back into the log.
 //!
 //! Events go through each connection's bounded queue ([`Core::send_event`]): a subscriber that
 //! does not read is cut off when its queue is full; the publisher never waits.
