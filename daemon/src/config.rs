@@ -32,6 +32,8 @@ pub struct Config {
     pub prompts: PromptsConfig,
     /// Who may use the admin socket besides root.
     pub admin: AdminConfig,
+    /// The audit log's rotation.
+    pub audit: AuditConfig,
     /// The file it came from (`None` for the built-in default).
     pub source_path: Option<PathBuf>,
 }
@@ -157,6 +159,24 @@ impl Default for AdminConfig {
     }
 }
 
+/// The audit log (`[audit]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Bytes the current file may reach before it rotates (default 4 MiB; 4096..=1 GiB).
+    pub max_bytes: u64,
+    /// Rotated files kept (default 4; 0..=100).
+    pub keep: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> AuditConfig {
+        AuditConfig {
+            max_bytes: 4 << 20,
+            keep: 4,
+        }
+    }
+}
+
 /// Consent prompts (`[prompts]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PromptsConfig {
@@ -274,6 +294,7 @@ impl Config {
         let engine = cx.engine(raw.engine)?;
         let prompts = cx.prompts(raw.prompts)?;
         let admin = cx.admin(raw.admin)?;
+        let audit = cx.audit(raw.audit)?;
         let limits = cx.limits(raw.limits)?;
         let mut sinks = cx.sinks(&raw.sink, "sink")?;
         if sinks.is_empty() {
@@ -293,6 +314,7 @@ impl Config {
             engine,
             prompts,
             admin,
+            audit,
             source_path: Some(origin.to_path_buf()),
         })
     }
@@ -318,6 +340,7 @@ impl Config {
             engine: EngineConfig::default(),
             prompts: PromptsConfig::default(),
             admin: AdminConfig::default(),
+            audit: AuditConfig::default(),
             source_path: None,
         }
     }
@@ -336,6 +359,7 @@ struct RawConfig {
     engine: Option<RawEngine>,
     prompts: Option<RawPrompts>,
     admin: Option<RawAdmin>,
+    audit: Option<RawAudit>,
     limits: Option<RawLimits>,
     #[serde(default)]
     sink: Vec<Spanned<RawSink>>,
@@ -350,6 +374,13 @@ struct RawConfig {
 struct RawAdmin {
     group: Option<Spanned<String>>,
     uids: Option<Spanned<Vec<i64>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    max_bytes: Option<Spanned<i64>>,
+    keep: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -462,6 +493,24 @@ impl Cx<'_> {
                 .collect::<Result<_, _>>()?;
         }
         Ok(admin)
+    }
+
+    fn audit(&self, raw: Option<RawAudit>) -> Result<AuditConfig, ConfigError> {
+        let mut audit = AuditConfig::default();
+        let Some(raw) = raw else { return Ok(audit) };
+        if let Some(v) = raw.max_bytes {
+            audit.max_bytes = match u64::try_from(*v.get_ref()) {
+                Ok(n @ 4096..=0x4000_0000) => n,
+                _ => return Err(self.err(v.span(), "audit: max_bytes must be 4096..=1073741824")),
+            };
+        }
+        if let Some(v) = raw.keep {
+            audit.keep = match usize::try_from(*v.get_ref()) {
+                Ok(n @ 0..=100) => n,
+                _ => return Err(self.err(v.span(), "audit: keep must be 0..=100")),
+            };
+        }
+        Ok(audit)
     }
 
     fn prompts(&self, raw: Option<RawPrompts>) -> Result<PromptsConfig, ConfigError> {
@@ -836,7 +885,7 @@ impl Cx<'_> {
         };
         // The span of a `[[rule]]` table starts at its header.
         let line = self.line(spanned.span().start);
-        Ok(Rule {
+        let rule = Rule {
             app: r.app.as_ref().map(|a| a.get_ref().clone()),
             uid,
             gid,
@@ -844,7 +893,12 @@ impl Cx<'_> {
             target: r.target.as_ref().map(|t| t.get_ref().clone()),
             decision,
             origin: format!("{}:{line}", self.path.display()),
-        })
+        };
+        // A rule the policy's invariants would overrule is refused, not silently ignored.
+        if let Some(why) = rule.refusal() {
+            return Err(self.err(r.decision.span(), why));
+        }
+        Ok(rule)
     }
 
     fn alsa(
@@ -1188,6 +1242,21 @@ decision = "ask"
             err("[[rule]]\naction = \"record\"\ndecision = \"allow\"\ntarget = \"a*b\"\n")
                 .contains(":4: rule: target \"a*b\": `*` is only allowed at the end")
         );
+        assert!(
+            err("[[rule]]\naction = \"kill-client\"\ndecision = \"allow\"\n")
+                .contains(":3: rule: kill-client reaches other clients")
+        );
+        assert!(
+            err("[[rule]]\naction = \"control-stream\"\ndecision = \"ask\"\n")
+                .contains(":3: rule: an ask rule for control-stream without a target")
+        );
+        assert!(
+            parse("[[rule]]\naction = \"kill-client\"\ndecision = \"deny\"\nuid = 0\n").is_ok()
+        );
+        assert!(parse(
+            "[[rule]]\naction = \"control-stream\"\ndecision = \"allow\"\ntarget = \"hdmi*\"\n"
+        )
+        .is_ok());
         assert!(err("[[rule]]\naction = \"record\"\ndecision = \"maybe\"\n")
             .contains(":3: rule: unknown decision \"maybe\""));
         assert!(err(

@@ -154,14 +154,8 @@ impl Identity {
 
     /// The policy subject for this identity as client `client`.
     pub fn subject(&self, client: u32, admin: bool) -> Subject {
-        Subject {
-            client,
-            uid: self.uid,
-            gid: self.gid,
-            groups: self.groups.clone(),
-            app_id: self.app.id.clone(),
-            admin,
-        }
+        let ids = (self.uid, self.gid, self.groups.clone());
+        Subject::new(client, ids, self.app.id.clone(), admin)
     }
 }
 

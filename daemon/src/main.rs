@@ -114,6 +114,8 @@ fn run(args: Args) -> Result<()> {
     let timeout = std::time::Duration::from_secs(config.prompts.timeout_secs);
     core.open_state(&paths.state_dir, timeout)
         .with_context(|| format!("opening the state in {}", paths.state_dir.display()))?;
+    let access = admin_access(&config.admin);
+    core.set_admin_access(access.clone());
     let core = Arc::new(core);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -123,7 +125,6 @@ fn run(args: Args) -> Result<()> {
         .context("starting the I/O runtime")?;
     let native = paths.runtime_dir.join("native");
     let admin = paths.runtime_dir.join("admin");
-    let access = admin_access(&config.admin);
     let result = rt.block_on(async {
         let listener = transport::bind(&native, 0o666)?;
         let admin_listener = transport::bind(&admin, 0o660)?;

@@ -8,13 +8,40 @@
 //!
 //! Lines are not fsynced one by one (a decision per stream open would make that costly); call
 //! [`AuditLog::sync`] where durability matters (shutdown).
+//!
+//! # Off the locks: [`AuditWriter`]
+//!
+//! The core never writes the file itself: it hands finished lines to an [`AuditWriter`], a
+//! thread of its own fed by a bounded queue ([`AUDIT_QUEUE`] lines), so no file I/O happens
+//! under the registry or consent locks. When the queue is full, a line that only records an
+//! allowed decision is dropped and counted (the count is written as a `dropped` line once
+//! there is room); every other line — deny, ask, prompt, answer, grant, revoke, an
+//! administrator's act — **blocks** its sender until there is room: it is never lost.
+//!
+//! # Coalescing: [`Coalescer`]
+//!
+//! Identical allowed decisions in a row (same client, action, object, decider) become one
+//! line with `count`, `first` and `last` times. A client's pending line is written when a
+//! different line of that client comes, when it is [`COALESCE_WINDOW`] old, or when more than
+//! [`COALESCE_KEYS`] are pending (the oldest first). So a client looping `SetVolume` writes one
+//! line per window instead of one per request, and cannot rotate earlier lines away.
 
 use serde::Serialize;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Lines the writer thread's queue holds.
+pub const AUDIT_QUEUE: usize = 4096;
+/// How long identical allowed decisions are gathered into one line at most.
+pub const COALESCE_WINDOW: Duration = Duration::from_secs(2);
+/// Most coalesced lines pending at once.
+pub const COALESCE_KEYS: usize = 64;
 
 /// Who a record is about.
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +135,10 @@ impl AuditLog {
     pub fn append(&mut self, rec: &AuditRecord<'_>) -> Result<(), AuditError> {
         let mut line = serde_json::to_vec(rec)?;
         line.push(b'\n');
+        self.write_line(&line)
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> Result<(), AuditError> {
         let len = line.len() as u64;
         if self.size > 0 && self.size.saturating_add(len) > self.max_bytes {
             if let Err(e) = self.rotate() {
@@ -129,6 +160,15 @@ impl AuditLog {
         }
         self.size = self.size.saturating_add(len);
         Ok(())
+    }
+
+    /// Appends one finished JSON line (`line` without its newline), rotating first like
+    /// [`append`](Self::append).
+    pub fn append_line(&mut self, line: &[u8]) -> Result<(), AuditError> {
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line);
+        bytes.push(b'\n');
+        self.write_line(&bytes)
     }
 
     /// Flushes the log to disk.
@@ -183,6 +223,257 @@ impl AuditLog {
             lines = older;
         }
         Ok(lines)
+    }
+}
+
+/// What the writer thread is sent.
+enum Msg {
+    Line(Vec<u8>),
+    /// Answer once every line sent before is written.
+    Sync(mpsc::Sender<()>),
+}
+
+/// The sending side of the writer thread (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct AuditQueue {
+    tx: SyncSender<Msg>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Line(l) => write!(f, "Line({} bytes)", l.len()),
+            Msg::Sync(_) => f.write_str("Sync"),
+        }
+    }
+}
+
+impl AuditQueue {
+    /// Queues `line`. `must`: never dropped (blocks while the queue is full); otherwise dropped
+    /// and counted when the queue is full.
+    pub fn send(&self, line: Vec<u8>, must: bool) {
+        if must {
+            // Err only if the writer thread is gone (it logged why).
+            let _ = self.tx.send(Msg::Line(line));
+            return;
+        }
+        match self.tx.try_send(Msg::Line(line)) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Waits (at most `timeout`) until every line queued so far is in the file. Never call it
+    /// holding a lock the core's requests need.
+    pub fn sync(&self, timeout: Duration) -> bool {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Msg::Sync(tx)).is_err() {
+            return false;
+        }
+        rx.recv_timeout(timeout).is_ok()
+    }
+
+    /// Allowed-decision lines dropped because the queue was full, not yet reported in the log.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The audit log's writer thread (see the module doc). Dropping it writes what is queued,
+/// syncs the file and joins the thread.
+#[derive(Debug)]
+pub struct AuditWriter {
+    queue: Option<AuditQueue>,
+    path: PathBuf,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AuditWriter {
+    /// Starts the thread that owns `log`, with a queue of `capacity` lines.
+    pub fn start(mut log: AuditLog, capacity: usize) -> io::Result<AuditWriter> {
+        let (tx, rx) = mpsc::sync_channel::<Msg>(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&dropped);
+        let path = log.path().to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("sg-audit".into())
+            .spawn(move || {
+                let mut failing = false;
+                while let Ok(msg) = rx.recv() {
+                    let line = match msg {
+                        Msg::Sync(done) => {
+                            let _ = done.send(());
+                            continue;
+                        }
+                        Msg::Line(line) => line,
+                    };
+                    let lost = counter.swap(0, Ordering::Relaxed);
+                    let mut result = Ok(());
+                    if lost > 0 {
+                        result = log.append_line(&dropped_line(lost));
+                    }
+                    let result = result.and_then(|()| log.append_line(&line));
+                    match result {
+                        // One error line per run of failures, not one per line.
+                        Err(e) if !failing => {
+                            tracing::error!("audit log: {e}");
+                            failing = true;
+                        }
+                        Err(_) => {}
+                        Ok(()) => failing = false,
+                    }
+                }
+                let lost = counter.swap(0, Ordering::Relaxed);
+                if lost > 0 {
+                    let _ = log.append_line(&dropped_line(lost));
+                }
+                if let Err(e) = log.sync() {
+                    tracing::error!("audit log: {e}");
+                }
+            })?;
+        Ok(AuditWriter {
+            queue: Some(AuditQueue { tx, dropped }),
+            path,
+            thread: Some(thread),
+        })
+    }
+
+    /// The sending side.
+    pub fn queue(&self) -> Option<&AuditQueue> {
+        self.queue.as_ref()
+    }
+
+    /// The log's current file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for AuditWriter {
+    fn drop(&mut self) {
+        self.queue = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The line that reports allowed-decision lines the full queue dropped.
+fn dropped_line(count: u64) -> Vec<u8> {
+    let v = serde_json::json!({
+        "time": rfc3339_now(),
+        "decision": "dropped",
+        "count": count,
+        "reason": "the audit queue was full: this many allowed-decision lines were not written",
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// Gathers identical allowed decisions (see the module doc). Pure bookkeeping: it returns the
+/// lines to write, in order, and writes nothing itself.
+#[derive(Debug, Default)]
+pub struct Coalescer {
+    pending: Vec<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    client: u32,
+    /// The record without its time: what "identical" means.
+    key: String,
+    record: serde_json::Map<String, serde_json::Value>,
+    first: String,
+    last: String,
+    since: Instant,
+    count: u64,
+}
+
+impl Pending {
+    fn line(mut self) -> Vec<u8> {
+        if self.count > 1 {
+            self.record
+                .insert("time".into(), serde_json::Value::String(self.first.clone()));
+            self.record.insert("count".into(), self.count.into());
+            self.record
+                .insert("first".into(), serde_json::Value::String(self.first));
+            self.record
+                .insert("last".into(), serde_json::Value::String(self.last));
+        }
+        serde_json::to_vec(&self.record).unwrap_or_default()
+    }
+}
+
+impl Coalescer {
+    /// Takes `rec` at `now`; returns the lines now due, each with whether it must be written
+    /// (`true` for everything but allowed decisions). `coalesce`: `rec` is an allowed decision
+    /// that may be gathered.
+    pub fn push(
+        &mut self,
+        rec: &AuditRecord<'_>,
+        coalesce: bool,
+        now: Instant,
+    ) -> Vec<(Vec<u8>, bool)> {
+        let mut out = self.expire(now);
+        let client = rec.subject.client;
+        let Ok(serde_json::Value::Object(mut record)) = serde_json::to_value(rec) else {
+            return out;
+        };
+        let time = record.remove("time");
+        let key = serde_json::to_string(&record).unwrap_or_default();
+        if let Some(time) = time.clone() {
+            record.insert("time".into(), time);
+        }
+        let time = rec.time.clone();
+        if coalesce {
+            if let Some(p) = self.pending.iter_mut().find(|p| p.key == key) {
+                p.count += 1;
+                p.last = time;
+                return out;
+            }
+        }
+        // A different line of this client: its gathered one goes first.
+        if let Some(i) = self.pending.iter().position(|p| p.client == client) {
+            out.push((self.pending.remove(i).line(), false));
+        }
+        if coalesce {
+            if self.pending.len() >= COALESCE_KEYS {
+                out.push((self.pending.remove(0).line(), false));
+            }
+            self.pending.push(Pending {
+                client,
+                key,
+                record,
+                first: time.clone(),
+                last: time,
+                since: now,
+                count: 1,
+            });
+        } else {
+            out.push((serde_json::to_vec(rec).unwrap_or_default(), true));
+        }
+        out
+    }
+
+    /// The gathered lines that are [`COALESCE_WINDOW`] old at `now`.
+    pub fn expire(&mut self, now: Instant) -> Vec<(Vec<u8>, bool)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() {
+            if now.duration_since(self.pending[i].since) >= COALESCE_WINDOW {
+                out.push((self.pending.remove(i).line(), false));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Every gathered line, now.
+    pub fn flush(&mut self) -> Vec<(Vec<u8>, bool)> {
+        self.pending.drain(..).map(|p| (p.line(), false)).collect()
     }
 }
 
@@ -305,6 +596,99 @@ mod tests {
             reason: (i & 1 == 1).then_some("recording from mic needs a grant"),
             by: "default",
         }
+    }
+
+    fn allow(client: u32, object: &str) -> AuditRecord<'_> {
+        AuditRecord {
+            subject: AuditSubject {
+                client,
+                pid: 1,
+                uid: 1000,
+                app_id: "exe:/usr/bin/sgcat",
+            },
+            action: "control-stream",
+            decision: "allow",
+            reason: None,
+            object,
+            ..rec(0, "")
+        }
+    }
+
+    fn json(line: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(line).unwrap()
+    }
+
+    #[test]
+    fn identical_allowed_decisions_are_coalesced_and_the_rest_are_not() {
+        let mut c = Coalescer::default();
+        let t0 = Instant::now();
+        let a = allow(1, "a stream on out");
+        for i in 0..1000 {
+            assert!(c.push(&a, true, t0 + Duration::from_millis(i)).is_empty());
+        }
+        // Another client's lines are gathered apart.
+        assert!(c.push(&allow(2, "a stream on out"), true, t0).is_empty());
+        // A deny of client 1: its gathered line first, then the deny, both due now.
+        let deny = rec(1, "monitor out.monitor");
+        let out = c.push(&deny, false, t0 + Duration::from_millis(1000));
+        assert_eq!(out.len(), 2);
+        let (first, must) = &out[0];
+        assert!(!must);
+        let v = json(first);
+        assert_eq!(v["count"], 1000);
+        assert_eq!(v["decision"], "allow");
+        assert!(v["first"].as_str().unwrap() <= v["last"].as_str().unwrap());
+        let (second, must) = &out[1];
+        assert!(must);
+        assert_eq!(json(second)["decision"], "deny");
+        // Client 2's line is written when its window ends, alone (no count).
+        assert!(c.expire(t0 + COALESCE_WINDOW / 2).is_empty());
+        let out = c.expire(t0 + COALESCE_WINDOW);
+        assert_eq!(out.len(), 1);
+        assert_eq!(json(&out[0].0)["count"], serde_json::Value::Null);
+        assert_eq!(json(&out[0].0)["subject"]["client"], 2);
+        // Bounded: more keys than COALESCE_KEYS push the oldest out.
+        let names: Vec<String> = (0..=COALESCE_KEYS).map(|i| format!("o{i}")).collect();
+        let mut written = 0;
+        for (i, n) in names.iter().enumerate() {
+            written += c.push(&allow(100 + i as u32, n), true, t0).len();
+        }
+        assert_eq!(written, 1);
+        assert_eq!(c.flush().len(), COALESCE_KEYS);
+    }
+
+    #[test]
+    fn the_writer_thread_writes_in_order_and_never_drops_a_must_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, 1 << 30, 1).unwrap();
+        let w = AuditWriter::start(log, 4).unwrap();
+        let q = w.queue().unwrap().clone();
+        for i in 0..2000u32 {
+            q.send(format!("{{\"must\":{i}}}").into_bytes(), true);
+            q.send(format!("{{\"may\":{i}}}").into_bytes(), false);
+        }
+        assert!(q.sync(Duration::from_secs(30)));
+        let unreported = q.dropped();
+        // The thread ends when the last sender is gone.
+        drop(q);
+        drop(w);
+        let text = fs::read_to_string(&path).unwrap();
+        let musts: Vec<u64> = text
+            .lines()
+            .filter_map(|l| json(l.as_bytes())["must"].as_u64())
+            .collect();
+        assert_eq!(musts, (0..2000).collect::<Vec<u64>>());
+        // Whatever was dropped is reported.
+        let mays = text.lines().filter(|l| l.contains("\"may\"")).count() as u64;
+        let dropped: u64 = text
+            .lines()
+            .map(|l| json(l.as_bytes()))
+            .filter(|v| v["decision"] == "dropped")
+            .map(|v| v["count"].as_u64().unwrap())
+            .sum();
+        assert!(unreported <= 2000 - mays - dropped);
+        assert_eq!(mays + dropped + unreported, 2000);
     }
 
     #[test]

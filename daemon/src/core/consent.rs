@@ -1,21 +1,29 @@
 //! Consent: grants, prompts and the audit trail, as the core uses them.
 //!
-//! Every check goes through [`Core::decide`]: the policy (config rules, then defaults) gives a
-//! decision; a rule's allow or deny is final, and so is a default allow. What is left — an
-//! `ask`, or a default deny on a device (recording a monitor) — a grant can settle: the most
-//! specific of a once/session grant of this client, then an always grant of this uid and app.
+//! Every check goes through [`Core::decide`] (audited) or [`Core::permitted`] (listings,
+//! events, reads; not audited), and both through one call, [`Policy::decide`](crate::policy::Policy::decide): the policy's
+//! invariants, config rules, then defaults give a decision; an invariant, a rule's allow or
+//! deny, and a default allow are final. What is left — an `ask`, or a default deny on a
+//! device (recording a monitor) — a grant can settle: the most specific of a once/session
+//! grant of this client, then an always grant of this uid and app (looked up here, weighed
+//! by the policy).
 //! An `ask` nobody has settled becomes a prompt: [`Core::handle`] parks the request, every
 //! prompt agent is told, and the connection's task waits (blocking no one) for the first
 //! answer or the timeout before [`Core::resume`] finishes the request. Answers become grants
 //! of their scope. Every decision is appended to the audit log.
 //!
-//! Lock order: the registry, then [`Consents`]; neither is held across an await.
+//! Lock order: the registry, then [`Consents`]; neither is held across an await, and neither
+//! is held for file I/O: audit lines go to the writer thread (`audit.rs`), and a grant change
+//! is made in memory, then written ([`GrantWriter`], temp file, fsync, rename, fsync of the
+//! directory) with no lock held, before the reply that acknowledges it is sent.
 
-use super::grants::{GrantNew, GrantScope, GrantStore};
+use super::grants::{Deferred, GrantNew, GrantScope, GrantStore, GrantWriter};
 use super::prompts::{Answer, Outcome as PromptOutcome, PromptBroker, PromptRequest};
 use super::{err, Core, Outcome, MONITOR_SUFFIX};
-use crate::core::audit::{self, AuditLog, AuditRecord, AuditSubject};
-use crate::policy::{Action, Decision, Object, Subject};
+use crate::core::audit::{
+    self, AuditLog, AuditQueue, AuditRecord, AuditSubject, AuditWriter, Coalescer,
+};
+use crate::policy::{Action, By, Decision, GrantHit, Object, Role, Subject};
 use soundgate_proto::wire::{
     ClientId, Direction, ErrorKind, Event, GrantInfo, PromptAnswer, PromptInfo, Reply, Request,
     WireError,
@@ -26,11 +34,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::MutexGuard;
-use std::time::Duration;
-
-/// Audit log size before it rotates, and how many old files are kept.
-const AUDIT_MAX_BYTES: u64 = 4 << 20;
-const AUDIT_KEEP: usize = 4;
+use std::time::{Duration, Instant};
 
 /// What a prompt asks, kept until it is answered.
 #[derive(Debug, Clone)]
@@ -46,7 +50,9 @@ struct Ask {
 #[derive(Debug)]
 pub(super) struct Consents {
     grants: GrantStore,
-    audit: Option<AuditLog>,
+    /// The writer thread (none without a state directory) and the lines gathered for it.
+    audit: Option<AuditWriter>,
+    coalescer: Coalescer,
     broker: PromptBroker,
     /// Open prompts.
     asks: BTreeMap<u64, Ask>,
@@ -60,19 +66,26 @@ pub(super) struct Consents {
 
 impl Consents {
     /// Grants from `state_dir` (none, kept in memory only, without one), the audit log there.
-    pub(super) fn open(state_dir: Option<&Path>, timeout: Duration) -> Result<Consents, String> {
+    pub(super) fn open(
+        state_dir: Option<&Path>,
+        timeout: Duration,
+        rotation: &crate::config::AuditConfig,
+    ) -> Result<Consents, String> {
         let (grants, audit) = match state_dir {
             Some(dir) => {
                 let grants = GrantStore::open(dir).map_err(|e| e.to_string())?;
-                let audit = AuditLog::open(&dir.join("audit.log"), AUDIT_MAX_BYTES, AUDIT_KEEP)
+                let log = AuditLog::open(&dir.join("audit.log"), rotation.max_bytes, rotation.keep)
                     .map_err(|e| e.to_string())?;
-                (grants, Some(audit))
+                let writer = AuditWriter::start(log, audit::AUDIT_QUEUE)
+                    .map_err(|e| format!("starting the audit writer: {e}"))?;
+                (grants, Some(writer))
             }
             None => (GrantStore::in_memory(), None),
         };
         Ok(Consents {
             grants,
             audit,
+            coalescer: Coalescer::default(),
             broker: PromptBroker::new(timeout),
             asks: BTreeMap::new(),
             wanted: HashMap::new(),
@@ -82,9 +95,9 @@ impl Consents {
     }
 
     fn audit(&mut self, s: &Subject, pid: i32, note: Note<'_>) {
-        let Some(log) = self.audit.as_mut() else {
+        if self.audit.is_none() {
             return;
-        };
+        }
         let rec = AuditRecord {
             time: audit::rfc3339_now(),
             subject: AuditSubject {
@@ -99,15 +112,45 @@ impl Consents {
             reason: note.reason,
             by: note.by,
         };
-        if let Err(e) = log.append(&rec) {
-            tracing::error!("audit log: {e}");
-        }
         self.decisions.record(&rec);
+        // Only an app's allowed decisions may be gathered (or, with a full queue, dropped);
+        // denies, asks, prompts, answers, grants, revocations and administrators' acts are
+        // always written.
+        let coalesce = note.decision == "allow" && s.role() == Role::App;
+        let lines = self.coalescer.push(&rec, coalesce, Instant::now());
+        self.send_lines(lines);
     }
 
-    /// The audit log's current file, if the server keeps one (it has a state directory).
-    pub(super) fn audit_path(&self) -> Option<std::path::PathBuf> {
-        self.audit.as_ref().map(|a| a.path().to_path_buf())
+    fn send_lines(&self, lines: Vec<(Vec<u8>, bool)>) {
+        let Some(queue) = self.audit.as_ref().and_then(AuditWriter::queue) else {
+            return;
+        };
+        for (line, must) in lines {
+            queue.send(line, must);
+        }
+    }
+
+    /// Writes the gathered lines whose window has ended (called every housekeeping tick).
+    pub(super) fn audit_tick(&mut self) {
+        let lines = self.coalescer.expire(Instant::now());
+        self.send_lines(lines);
+    }
+
+    /// Hands every gathered line to the writer; the queue to [`AuditQueue::sync`] on (outside
+    /// the lock) and the current file, if the server keeps a log.
+    pub(super) fn audit_flush(&mut self) -> Option<(AuditQueue, std::path::PathBuf)> {
+        let lines = self.coalescer.flush();
+        self.send_lines(lines);
+        let w = self.audit.as_ref()?;
+        Some((w.queue()?.clone(), w.path().to_path_buf()))
+    }
+}
+
+impl Drop for Consents {
+    /// The gathered lines go out before the writer thread (dropped next) finishes.
+    fn drop(&mut self) {
+        let lines = self.coalescer.flush();
+        self.send_lines(lines);
     }
 }
 
@@ -200,37 +243,18 @@ impl Core {
         action: Action,
         object: &Object<'_>,
     ) -> (Decision, String) {
-        let (mut decision, rule) = self.policy.check_explained(subject, action, object);
-        let mut by = match rule {
-            Some(r) => format!("rule {}", r.origin),
-            None => "default".to_string(),
-        };
+        let mut c = self.consents();
+        let (decision, by) = self.policy.decide(subject, action, object, |device| {
+            grant_hit(&c.grants, subject, action, device)
+        });
+        if let By::Grant { id, once: true } = by {
+            c.grants.consume_once(id);
+        }
+        let by = by_text(by);
         let device = match object {
             Object::Sink { name } | Object::Source { name, .. } => Some(*name),
             Object::Stream { .. } | Object::Server => None,
         };
-        let open = match (&decision, rule) {
-            (Decision::Allow, _) | (Decision::Deny(_), Some(_)) => false,
-            (Decision::Deny(_), None) | (Decision::Ask, _) => device.is_some(),
-        };
-        let mut c = self.consents();
-        if let (true, Some(target)) = (open, device) {
-            if let Some(g) = c.grants.lookup(subject, action, target) {
-                let (id, allow, once) = (g.id, g.allow, g.scope == GrantScope::Once);
-                decision = if allow {
-                    Decision::Allow
-                } else {
-                    Decision::Deny(format!(
-                        "{action} on {object} was refused for this app by grant {id}",
-                        action = action.name()
-                    ))
-                };
-                by = format!("grant {id}");
-                if once {
-                    c.grants.consume_once(id);
-                }
-            }
-        }
         let object_text = object.to_string();
         let (word, reason) = match &decision {
             Decision::Allow => ("allow", None),
@@ -255,6 +279,54 @@ impl Core {
             }
         }
         (decision, by)
+    }
+
+    /// What [`decide`](Self::decide) would say, grants included, without an audit line, without
+    /// using up a once grant and without ever prompting: for listings, events and read-only
+    /// control-plane requests, so they follow the very decision path requests do.
+    pub(super) fn permitted(
+        &self,
+        subject: &Subject,
+        action: Action,
+        object: &Object<'_>,
+    ) -> Decision {
+        let c = self.consents();
+        self.policy
+            .decide(subject, action, object, |device| {
+                grant_hit(&c.grants, subject, action, device)
+            })
+            .0
+    }
+
+    /// Whether a peer may use the admin socket ([`Action::UseAdminSocket`], audited); the
+    /// reason it may not. Called by the transport on every accept of the admin socket.
+    pub fn admit_admin(&self, identity: &crate::identity::Identity) -> Result<(), String> {
+        let subject = identity.subject(0, false);
+        match self
+            .decide(
+                &subject,
+                identity.pid,
+                Action::UseAdminSocket,
+                &Object::Server,
+            )
+            .0
+        {
+            Decision::Allow => Ok(()),
+            Decision::Deny(reason) => Err(reason),
+            Decision::Ask => Err("the admin socket cannot be granted by a prompt".to_string()),
+        }
+    }
+
+    /// Writes a change's grants file (never under a lock; see [`GrantWriter`]).
+    fn write_grants(
+        &self,
+        writer: Option<&GrantWriter>,
+        change: &Deferred,
+    ) -> Result<(), super::grants::GrantError> {
+        match (writer, &change.snapshot) {
+            (Some(w), Some(snap)) => w.write(snap),
+            _ => Ok(()),
+        }
     }
 
     /// Whether any prompt agent is connected.
@@ -339,7 +411,9 @@ impl Core {
                 Self::send_event(&mut reg, a, ev.clone());
             }
         }
-        tracing::info!(client, prompt, action = action.name(), %target, "waiting for consent");
+        if let Some(suppressed) = reg.may_log(client) {
+            tracing::info!(client, prompt, action = action.name(), %target, suppressed, "waiting for consent");
+        }
         Handled::Ask(Parked {
             wait: Box::pin(wait),
             request: ParkedRequest {
@@ -478,19 +552,19 @@ impl Core {
                 c.identity.pid,
             )
         };
-        let mut c = self.consents();
         let not_found = || err(ErrorKind::NotFound, format!("no pending prompt {prompt}"));
-        let ask = c.asks.get(&prompt).cloned().ok_or_else(not_found)?;
-        if !c.broker.pending().iter().any(|p| p.id == prompt) {
-            return Err(not_found());
-        }
-        // The grant goes in first: the parked request runs again as soon as the broker wakes it.
-        let grant = if answer == Answer::DenyOnce {
-            None
-        } else {
-            let g = c
-                .grants
-                .add(GrantNew {
+        let (ask, change, writer) = {
+            let mut c = self.consents();
+            let ask = c.asks.get(&prompt).cloned().ok_or_else(not_found)?;
+            if !c.broker.pending().iter().any(|p| p.id == prompt) {
+                return Err(not_found());
+            }
+            // The grant goes in first: the parked request runs again as soon as the broker
+            // wakes it.
+            let change = if answer == Answer::DenyOnce {
+                None
+            } else {
+                let new = GrantNew {
                     uid: ask.uid,
                     app_id: ask.app_id.clone(),
                     action: ask.action,
@@ -499,14 +573,41 @@ impl Core {
                     scope: answer.scope(),
                     client: Some(ask.client),
                     by: by.clone(),
-                })
-                .map_err(|e| err(ErrorKind::Internal, format!("recording the answer: {e}")))?;
-            Some(g.id)
+                };
+                let change = c
+                    .grants
+                    .add_deferred(new)
+                    .map_err(|e| err(ErrorKind::Internal, format!("recording the answer: {e}")))?;
+                Some(change)
+            };
+            (ask, change, c.grants.writer())
         };
+        // On disk before anyone is told (the agent's reply, the parked request), and outside
+        // the consent lock.
+        let grant = change.as_ref().map(|ch| ch.grant.id);
+        if let Some(ch) = change.as_ref() {
+            if let Err(e) = self.write_grants(writer.as_ref(), ch) {
+                if let Some(ch) = change {
+                    self.consents().grants.undo_add(ch);
+                }
+                return Err(err(
+                    ErrorKind::Internal,
+                    format!("recording the answer: {e}"),
+                ));
+            }
+        }
+        let mut c = self.consents();
         if c.broker.answer(prompt, answer, &by).is_err() {
             // It timed out or was cancelled meanwhile: the answer came too late.
             if let Some(id) = grant {
-                let _ = c.grants.revoke(id);
+                let undo = c.grants.revoke_deferred(id).ok().flatten();
+                let writer = c.grants.writer();
+                drop(c);
+                if let Some(undo) = undo {
+                    if let Err(e) = self.write_grants(writer.as_ref(), &undo) {
+                        tracing::error!("taking back a late answer's grant {id}: {e}");
+                    }
+                }
             }
             return Err(not_found());
         }
@@ -529,18 +630,31 @@ impl Core {
     }
 
     fn revoke_grant(&self, admin: ClientId, grant: u64) -> Result<Reply, WireError> {
-        let mut reg = self.reg();
-        let (by_subject, by_pid) = match reg.clients.get(&admin) {
+        let (by_subject, by_pid) = match self.reg().clients.get(&admin) {
             Some(c) => (c.subject.clone(), c.identity.pid),
             None => return Err(err(ErrorKind::Protocol, "unknown client")),
         };
+        let failed = |e: &dyn std::fmt::Display| {
+            err(ErrorKind::Internal, format!("revoking grant {grant}: {e}"))
+        };
+        let (change, writer) = {
+            let mut c = self.consents();
+            let change = c
+                .grants
+                .revoke_deferred(grant)
+                .map_err(|e| failed(&e))?
+                .ok_or_else(|| err(ErrorKind::NotFound, format!("no grant {grant}")))?;
+            (change, c.grants.writer())
+        };
+        // Durable before the reply, written with neither lock held.
+        if let Err(e) = self.write_grants(writer.as_ref(), &change) {
+            self.consents().grants.undo_revoke(change);
+            return Err(failed(&e));
+        }
+        let mut reg = self.reg();
         let revoked = {
             let mut c = self.consents();
-            let g = c
-                .grants
-                .revoke(grant)
-                .map_err(|e| err(ErrorKind::Internal, format!("revoking grant {grant}: {e}")))?
-                .ok_or_else(|| err(ErrorKind::NotFound, format!("no grant {grant}")))?;
+            let g = change.grant;
             let target = g.target.clone().unwrap_or_else(|| "*".into());
             let by = format!("grant {grant}");
             c.audit(
@@ -628,9 +742,9 @@ impl Core {
         };
         let by = format!("admin pid {pid} uid {}", subject.uid);
         let mut c = self.consents();
-        let grant = c
+        let change = c
             .grants
-            .add(GrantNew {
+            .add_deferred(GrantNew {
                 uid,
                 app_id,
                 action,
@@ -644,6 +758,18 @@ impl Core {
                 super::grants::GrantError::Invalid(m) => err(ErrorKind::Invalid, m),
                 e => err(ErrorKind::Internal, format!("recording the grant: {e}")),
             })?;
+        let writer = c.grants.writer();
+        drop(c);
+        // Durable before the reply, written without the consent lock.
+        if let Err(e) = self.write_grants(writer.as_ref(), &change) {
+            self.consents().grants.undo_add(change);
+            return Err(err(
+                ErrorKind::Internal,
+                format!("recording the grant: {e}"),
+            ));
+        }
+        let grant = change.grant;
+        let mut c = self.consents();
         let object = grant.target.clone().unwrap_or_else(|| "*".into());
         let decision = if allow { "grant:allow" } else { "grant:deny" };
         let note_by = format!("{by}, grant {}", grant.id);
@@ -682,6 +808,29 @@ impl Core {
                 by: &by,
             },
         );
+    }
+}
+
+/// The grant `grants` holds for `subject` doing `action` to `device`, as the policy takes it.
+fn grant_hit(
+    grants: &GrantStore,
+    subject: &Subject,
+    action: Action,
+    device: &str,
+) -> Option<GrantHit> {
+    grants.lookup(subject, action, device).map(|g| GrantHit {
+        id: g.id,
+        allow: g.allow,
+        once: g.scope == GrantScope::Once,
+    })
+}
+
+/// What decided, as the audit log says it.
+fn by_text(by: By<'_>) -> String {
+    match by {
+        By::Default => "default".to_string(),
+        By::Rule(r) => format!("rule {}", r.origin),
+        By::Grant { id, .. } => format!("grant {id}"),
     }
 }
 

@@ -1,12 +1,14 @@
 //! The administrators' control plane: connected clients, disconnecting one, level meters, the
 //! audit log's tail, engine statistics, and grants added by hand.
 //!
-//! Every request here is for administrators. The policy decides, on [`Object::Server`]:
-//! reading (`ListClients`, `Stats`, `SubscribeMeters`) is `list-streams` of the server;
-//! `KillClient` is `control-stream`; `AuditTail` and `AddGrant` are `manage-consent`. By
-//! default all of them are admin only. Reads are checked without an audit line (like stream
-//! listings, so a control centre polling statistics does not flood the audit log); acts
-//! (kill, meters, grant) are checked and audited through [`Core::authorize`].
+//! Every request here is for administrators. The policy decides, on [`Object::Server`], with
+//! one action each: `ListClients` is `list-clients`, `Stats` is `read-stats`, `AuditTail` is
+//! `read-audit`, `SubscribeMeters` is `read-meters`, `KillClient` is `kill-client`, `AddGrant`
+//! is `manage-consent`. The first five reach other clients: the policy never allows them to a
+//! non-administrator, whatever the rules (and the config refuses allow rules for them). Reads
+//! are checked without an audit line (through [`Core::permitted`], the same path as listings,
+//! so a control centre polling statistics does not flood the audit log); acts (kill, meters,
+//! grant) are checked and audited through [`Core::authorize`].
 //!
 //! Meters: [`Core::run_meters`] is one task for all subscribers. Each subscriber has its own
 //! period; readings come from the engine's atomics only (never the real-time thread's timing)
@@ -16,7 +18,7 @@
 //! Lock order: the meter subscriptions, then the registry, then consents.
 
 use super::{err, Core, Registry};
-use crate::policy::{Action, Decision, Object};
+use crate::policy::{Action, Decision, Object, Role};
 use soundgate_proto::wire::{
     ClientId, ClientInfo, DeviceStats, ErrorKind, Event, Meter, Reply, Request, ServerStats,
     StreamId, WireError,
@@ -67,23 +69,23 @@ impl Core {
     pub(super) fn admin_request(&self, client: ClientId, req: Request) -> Result<Reply, WireError> {
         match req {
             Request::ListClients => {
-                self.may_read(client, Action::ListStreams)?;
+                self.may_read(client, Action::ListClients)?;
                 Ok(Reply::Clients(self.client_list()))
             }
             Request::Stats => {
-                self.may_read(client, Action::ListStreams)?;
+                self.may_read(client, Action::ReadStats)?;
                 Ok(Reply::Stats(self.stats()))
             }
             Request::AuditTail { lines } => {
-                self.may_read(client, Action::ManageConsent)?;
+                self.may_read(client, Action::ReadAudit)?;
                 self.audit_tail(lines)
             }
             Request::KillClient { client: target } => {
-                self.act(client, Action::ControlStream)?;
+                self.act(client, Action::KillClient)?;
                 self.kill_client(client, target)
             }
             Request::SubscribeMeters { hz } => {
-                self.act(client, Action::ListStreams)?;
+                self.act(client, Action::ReadMeters)?;
                 self.subscribe_meters(client, hz)
             }
             Request::AddGrant {
@@ -116,14 +118,14 @@ impl Core {
         }
     }
 
-    /// A read-only check: the policy's word on `action` to the server, not audited.
+    /// A read-only check: the decision on `action` to the server, not audited.
     pub(super) fn may_read(&self, client: ClientId, action: Action) -> Result<(), WireError> {
         let reg = self.reg();
         let c = reg
             .clients
             .get(&client)
             .ok_or_else(|| err(ErrorKind::Protocol, "unknown client"))?;
-        match self.policy.check(&c.subject, action, &Object::Server) {
+        match self.permitted(&c.subject, action, &Object::Server) {
             Decision::Allow => Ok(()),
             Decision::Deny(reason) => Err(err(ErrorKind::Denied, reason)),
             Decision::Ask => Err(err(
@@ -157,7 +159,7 @@ impl Core {
                     app_id: ident.app.id.clone(),
                     app_source: ident.app.source.name().to_string(),
                     label: c.label.clone(),
-                    admin: c.subject.admin,
+                    admin: c.subject.role() == Role::Administrator,
                     streams: streams.get(id).copied().unwrap_or(0),
                 }
             })
@@ -297,12 +299,17 @@ impl Core {
     }
 
     fn audit_tail(&self, lines: u32) -> Result<Reply, WireError> {
-        let Some(path) = self.consents().audit_path() else {
+        let flushed = self.consents().audit_flush();
+        let Some((queue, path)) = flushed else {
             return Err(err(
                 ErrorKind::NotFound,
                 "this server keeps no audit log (it runs without a state directory)",
             ));
         };
+        // Read what was decided before this request (outside every lock).
+        if !queue.sync(Duration::from_secs(5)) {
+            tracing::warn!("the audit writer is behind; the tail may miss the newest lines");
+        }
         let n = usize::try_from(lines).unwrap_or(usize::MAX).min(100_000);
         let mut tail = super::audit::AuditLog::tail(&path, n)
             .map_err(|e| err(ErrorKind::Internal, format!("reading the audit log: {e}")))?;

@@ -143,6 +143,54 @@ pub struct GrantStore {
     /// In the order they were added.
     grants: Vec<Grant>,
     next_id: u64,
+    /// Bumped by every change of the Always grants; what [`Snapshot`]s are ordered by.
+    generation: u64,
+    /// The newest generation on disk, shared by every [`GrantWriter`] of this store.
+    written: std::sync::Arc<std::sync::Mutex<u64>>,
+}
+
+/// The Always grants as of one change, to be written by a [`GrantWriter`] (outside the lock
+/// that guards the store).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    generation: u64,
+    bytes: Vec<u8>,
+}
+
+/// Writes [`Snapshot`]s of one store atomically, newest wins: a snapshot older than the one
+/// already on disk is skipped, since that one includes its change.
+#[derive(Debug, Clone)]
+pub struct GrantWriter {
+    dir: PathBuf,
+    written: std::sync::Arc<std::sync::Mutex<u64>>,
+}
+
+impl GrantWriter {
+    /// Puts `snap` on disk (temp file, `fsync`, `rename`, `fsync` of the directory) unless a
+    /// newer one is there already. Returns once it is durable.
+    pub fn write(&self, snap: &Snapshot) -> Result<(), GrantError> {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if snap.generation <= *written {
+            return Ok(());
+        }
+        let path = self.dir.join(GRANTS_FILE);
+        write_atomically(&self.dir, &path, &snap.bytes)
+            .map_err(|source| GrantError::Write { path, source })?;
+        *written = snap.generation;
+        Ok(())
+    }
+}
+
+/// A change made in memory whose Always grants still have to be written (see
+/// [`GrantStore::add_deferred`]).
+#[derive(Debug)]
+pub struct Deferred {
+    /// The grant added or removed.
+    pub grant: Grant,
+    /// What to write; `None` if nothing on disk changes.
+    pub snapshot: Option<Snapshot>,
+    /// Grants the addition replaced (put back by [`GrantStore::undo_add`]).
+    replaced: Vec<Grant>,
 }
 
 impl GrantStore {
@@ -157,6 +205,8 @@ impl GrantStore {
                     dir: Some(state_dir.to_path_buf()),
                     grants: Vec::new(),
                     next_id: 1,
+                    generation: 0,
+                    written: Default::default(),
                 });
             }
             Err(source) => return Err(GrantError::Read { path, source }),
@@ -202,6 +252,8 @@ impl GrantStore {
             dir: Some(state_dir.to_path_buf()),
             grants: file.grants,
             next_id,
+            generation: 0,
+            written: Default::default(),
         })
     }
 
@@ -212,6 +264,8 @@ impl GrantStore {
             dir: None,
             grants: Vec::new(),
             next_id: 1,
+            generation: 0,
+            written: Default::default(),
         }
     }
 
@@ -254,6 +308,20 @@ impl GrantStore {
     /// the same key: same tier (the client for Once/Session, `(uid, app_id)` for Always),
     /// action and target.
     pub fn add(&mut self, g: GrantNew) -> Result<Grant, GrantError> {
+        let change = self.add_deferred(g)?;
+        if let (Some(snap), Some(w)) = (&change.snapshot, self.writer()) {
+            if let Err(e) = w.write(snap) {
+                self.undo_add(change);
+                return Err(e);
+            }
+        }
+        Ok(change.grant)
+    }
+
+    /// Like [`add`](Self::add), but only in memory: the caller writes the returned snapshot
+    /// with [`writer`](Self::writer) outside its lock, before it acknowledges the grant, and
+    /// calls [`undo_add`](Self::undo_add) if that fails.
+    pub fn add_deferred(&mut self, g: GrantNew) -> Result<Deferred, GrantError> {
         let client = match g.scope {
             GrantScope::Always => None,
             GrantScope::Once | GrantScope::Session => match g.client {
@@ -288,19 +356,27 @@ impl GrantStore {
                 && h.action == grant.action
                 && h.target == grant.target
         };
-        let mut grants: Vec<Grant> = self
-            .grants
-            .iter()
-            .filter(|h| !same_key(h))
-            .cloned()
-            .collect();
-        grants.push(grant.clone());
-        let next_id = self.next_id.saturating_add(1);
-        if grant.scope == GrantScope::Always {
-            self.persist(&grants, next_id)?;
-        }
-        self.grants = grants;
-        self.next_id = next_id;
+        let (replaced, mut kept): (Vec<Grant>, Vec<Grant>) = std::mem::take(&mut self.grants)
+            .into_iter()
+            .partition(same_key);
+        kept.push(grant.clone());
+        self.grants = kept;
+        self.next_id = self.next_id.saturating_add(1);
+        let snapshot = if grant.scope == GrantScope::Always {
+            match self.snapshot() {
+                Ok(s) => s,
+                Err(e) => {
+                    self.undo_add(Deferred {
+                        grant,
+                        snapshot: None,
+                        replaced,
+                    });
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
         tracing::info!(
             id = grant.id,
             uid = grant.uid,
@@ -312,7 +388,61 @@ impl GrantStore {
             by = %grant.by,
             "grant added"
         );
-        Ok(grant)
+        Ok(Deferred {
+            grant,
+            snapshot,
+            replaced,
+        })
+    }
+
+    /// Takes back an [`add_deferred`](Self::add_deferred) whose write failed: the grant goes,
+    /// the ones it replaced come back. (Its id stays used.)
+    pub fn undo_add(&mut self, change: Deferred) {
+        self.grants.retain(|g| g.id != change.grant.id);
+        self.grants.extend(change.replaced);
+        self.grants.sort_by_key(|g| g.id);
+        if change.grant.scope == GrantScope::Always {
+            self.generation = self.generation.saturating_add(1);
+        }
+        tracing::warn!(
+            id = change.grant.id,
+            "grant taken back: it could not be written"
+        );
+    }
+
+    /// Writes this store's snapshots; `None` for a store kept in memory.
+    pub fn writer(&self) -> Option<GrantWriter> {
+        self.dir.as_ref().map(|dir| GrantWriter {
+            dir: dir.clone(),
+            written: std::sync::Arc::clone(&self.written),
+        })
+    }
+
+    /// The Always grants now, as a new generation (`None` for a store kept in memory).
+    fn snapshot(&mut self) -> Result<Option<Snapshot>, GrantError> {
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        let file = GrantsFile {
+            version: FORMAT_VERSION,
+            next_id: self.next_id,
+            grants: self
+                .grants
+                .iter()
+                .filter(|g| g.scope == GrantScope::Always)
+                .cloned()
+                .collect(),
+        };
+        let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| GrantError::Write {
+            path: dir.join(GRANTS_FILE),
+            source: io::Error::other(e),
+        })?;
+        bytes.push(b'\n');
+        self.generation = self.generation.saturating_add(1);
+        Ok(Some(Snapshot {
+            generation: self.generation,
+            bytes,
+        }))
     }
 
     /// Uses up a Once grant (no-op for any other id).
@@ -330,45 +460,56 @@ impl GrantStore {
     /// Removes a grant, returning it (`None` if there is no such grant). Removing an Always
     /// grant rewrites the file first; if that fails, nothing changes.
     pub fn revoke(&mut self, id: u64) -> Result<Option<Grant>, GrantError> {
+        let Some(change) = self.revoke_deferred(id)? else {
+            return Ok(None);
+        };
+        if let (Some(snap), Some(w)) = (&change.snapshot, self.writer()) {
+            if let Err(e) = w.write(snap) {
+                self.undo_revoke(change);
+                return Err(e);
+            }
+        }
+        Ok(Some(change.grant))
+    }
+
+    /// Like [`revoke`](Self::revoke), in memory only (see [`add_deferred`](Self::add_deferred));
+    /// [`undo_revoke`](Self::undo_revoke) if the write fails.
+    pub fn revoke_deferred(&mut self, id: u64) -> Result<Option<Deferred>, GrantError> {
         let Some(pos) = self.grants.iter().position(|g| g.id == id) else {
             return Ok(None);
         };
-        if self.grants[pos].scope == GrantScope::Always {
-            let mut rest = self.grants.clone();
-            rest.remove(pos);
-            self.persist(&rest, self.next_id)?;
-        }
         let g = self.grants.remove(pos);
+        let snapshot = if g.scope == GrantScope::Always {
+            match self.snapshot() {
+                Ok(s) => s,
+                Err(e) => {
+                    self.grants.insert(pos, g);
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
         tracing::info!(id, scope = g.scope.name(), "grant revoked");
-        Ok(Some(g))
+        Ok(Some(Deferred {
+            grant: g,
+            snapshot,
+            replaced: Vec::new(),
+        }))
+    }
+
+    /// Puts back a grant whose revocation could not be written.
+    pub fn undo_revoke(&mut self, change: Deferred) {
+        let id = change.grant.id;
+        self.grants.push(change.grant);
+        self.grants.sort_by_key(|g| g.id);
+        self.generation = self.generation.saturating_add(1);
+        tracing::warn!(id, "revocation taken back: it could not be written");
     }
 
     /// Every grant, in the order they were added.
     pub fn list(&self) -> &[Grant] {
         &self.grants
-    }
-
-    /// Writes the Always grants of `grants` atomically.
-    fn persist(&self, grants: &[Grant], next_id: u64) -> Result<(), GrantError> {
-        let Some(dir) = &self.dir else {
-            return Ok(());
-        };
-        let path = dir.join(GRANTS_FILE);
-        let file = GrantsFile {
-            version: FORMAT_VERSION,
-            next_id,
-            grants: grants
-                .iter()
-                .filter(|g| g.scope == GrantScope::Always)
-                .cloned()
-                .collect(),
-        };
-        let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| GrantError::Write {
-            path: path.clone(),
-            source: io::Error::other(e),
-        })?;
-        bytes.push(b'\n');
-        write_atomically(dir, &path, &bytes).map_err(|source| GrantError::Write { path, source })
     }
 }
 
@@ -417,14 +558,12 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn subject(client: u32) -> Subject {
-        Subject {
+        Subject::new(
             client,
-            uid: 1000,
-            gid: 1000,
-            groups: vec![],
-            app_id: "exe:/usr/bin/sgcat".into(),
-            admin: false,
-        }
+            (1000, 1000, vec![]),
+            "exe:/usr/bin/sgcat".into(),
+            false,
+        )
     }
 
     fn new(scope: GrantScope, client: Option<u32>, target: Option<&str>, allow: bool) -> GrantNew {
@@ -472,10 +611,7 @@ mod tests {
         assert!(st2.lookup(&subject(7), Action::Play, "mic").is_none());
         assert!(st2
             .lookup(
-                &Subject {
-                    uid: 1001,
-                    ..subject(7)
-                },
+                &Subject::new(7, (1001, 1000, vec![]), "exe:/usr/bin/sgcat".into(), false),
                 Action::Record,
                 "mic"
             )

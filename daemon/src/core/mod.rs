@@ -24,6 +24,7 @@ use crate::backend;
 use crate::config::{Config, Limits};
 use crate::engine::{EndReason, PlaybackStream, RecordStream, Retired, SinkHandle, StreamShared};
 use crate::identity::Identity;
+pub use crate::policy::AdminAccess;
 use crate::policy::{Action, Decision, Object, Policy, Subject};
 pub use consent::{Handled, Parked};
 use soundgate_proto::ring::{self, Ring};
@@ -125,9 +126,13 @@ struct ClientEntry {
     identity: Identity,
     label: String,
     events: Option<mpsc::Sender<ServerMsg>>,
-    denials_logged: u32,
+    /// Log lines this client's requests may cause (see [`LogBudget`]).
+    logs: LogBudget,
     /// Receives stream, device (and, for admins, client) events (see [`streams`]).
     subscribed: bool,
+    /// Came in on the admin socket: counted in that socket's connection quota, never in the
+    /// apps' (a bookkeeping fact, not an access decision).
+    on_admin_socket: bool,
 }
 
 #[derive(Debug)]
@@ -164,6 +169,61 @@ struct Registry {
     /// Streams out of the registry whose engine has not handed them back yet (owner, uid):
     /// they still count against the quotas until [`Core::reap`] frees them.
     releasing: BTreeMap<StreamId, (ClientId, u32)>,
+    /// Log lines about refused connections (any uid can cause them).
+    refusals_logged: LogBudget,
+}
+
+impl Registry {
+    /// Whether a line `client`'s request caused may be logged now (`Some(lines suppressed
+    /// before it)`), charged to that client's budget. An unknown client logs nothing.
+    fn may_log(&mut self, client: ClientId) -> Option<u64> {
+        let now = std::time::Instant::now();
+        self.clients.get_mut(&client)?.logs.take(now)
+    }
+}
+
+/// Log lines a client can cause: a burst of [`LOG_BURST`], then [`LOG_PER_SEC`] a second; the
+/// ones beyond are counted and the count goes with the next line logged.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    tokens: f64,
+    at: std::time::Instant,
+    suppressed: u64,
+}
+
+/// Lines a client may cause at once.
+pub const LOG_BURST: f64 = 20.0;
+/// Lines a client may cause per second, sustained.
+pub const LOG_PER_SEC: f64 = 1.0;
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        LogBudget::new()
+    }
+}
+
+impl LogBudget {
+    fn new() -> LogBudget {
+        LogBudget {
+            tokens: LOG_BURST,
+            at: std::time::Instant::now(),
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(suppressed so far)` if a line may be logged at `now`, else `None` (counted).
+    fn take(&mut self, now: std::time::Instant) -> Option<u64> {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * LOG_PER_SEC).min(LOG_BURST);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed = self.suppressed.saturating_add(1);
+            None
+        }
+    }
 }
 
 /// The core. Shared by all connection tasks (`Arc<Core>`).
@@ -221,7 +281,8 @@ impl Core {
             limits: config.limits.clone(),
             reg: Mutex::new(reg),
             consent: Mutex::new(
-                consent::Consents::open(None, DEFAULT_PROMPT_TIMEOUT).map_err(CoreError::State)?,
+                consent::Consents::open(None, DEFAULT_PROMPT_TIMEOUT, &config.audit)
+                    .map_err(CoreError::State)?,
             ),
             notice,
             control: control::ControlState::new(),
@@ -235,10 +296,16 @@ impl Core {
         state_dir: &std::path::Path,
         prompt_timeout: std::time::Duration,
     ) -> Result<(), CoreError> {
-        let consents =
-            consent::Consents::open(Some(state_dir), prompt_timeout).map_err(CoreError::State)?;
+        let consents = consent::Consents::open(Some(state_dir), prompt_timeout, &self.config.audit)
+            .map_err(CoreError::State)?;
         self.consent = Mutex::new(consents);
         Ok(())
+    }
+
+    /// Who may use the admin socket (the policy decides it on every accept; see
+    /// [`Core::admit_admin`]). Without this, only root.
+    pub fn set_admin_access(&mut self, access: AdminAccess) {
+        self.policy = std::mem::take(&mut self.policy).with_admin_access(access);
     }
 
     fn reg(&self) -> MutexGuard<'_, Registry> {
@@ -279,13 +346,11 @@ impl Core {
         let same_uid = reg
             .clients
             .values()
-            .filter(|c| c.subject.uid == identity.uid && c.subject.admin == admin)
+            .filter(|c| c.subject.uid == identity.uid && c.on_admin_socket == admin)
             .count();
         if same_uid >= self.limits.connections_per_uid {
             let socket = if admin { "admin" } else { "app" };
-            static REFUSED: crate::ratelimit::LogLimit =
-                crate::ratelimit::LogLimit::new(10, std::time::Duration::from_secs(10));
-            if let Some(suppressed) = REFUSED.allow() {
+            if let Some(suppressed) = reg.refusals_logged.take(std::time::Instant::now()) {
                 tracing::warn!(
                     uid = identity.uid,
                     suppressed,
@@ -314,8 +379,9 @@ impl Core {
                 identity,
                 label: label.to_string(),
                 events: Some(events),
-                denials_logged: 0,
+                logs: LogBudget::new(),
                 subscribed: false,
+                on_admin_socket: admin,
             },
         );
         self.client_added(&mut reg, id);
@@ -382,11 +448,14 @@ impl Core {
             }
             if let Some(EndReason::BadIndex) = ended {
                 if let Some(s) = reg.streams.remove(&id) {
-                    tracing::warn!(
-                        stream = id,
-                        client = s.owner,
-                        "ended stream: ring index out of range"
-                    );
+                    if let Some(suppressed) = reg.may_log(s.owner) {
+                        tracing::warn!(
+                            stream = id,
+                            client = s.owner,
+                            suppressed,
+                            "ended stream: ring index out of range"
+                        );
+                    }
                     self.stream_removed(&mut reg, id, &s);
                     let error = err(
                         ErrorKind::Protocol,
@@ -418,6 +487,7 @@ impl Core {
 
     /// Reports new underruns to the owners of streams. Called periodically.
     pub fn tick(&self) {
+        self.consents().audit_tick();
         self.log_device_counters();
         self.samples_tick();
         let mut reg = self.reg();
@@ -486,10 +556,9 @@ impl Core {
                 describe(action, object)
             ),
         };
-        // A client can cause denials at will: log the first few, then one in a hundred.
-        c.denials_logged = c.denials_logged.saturating_add(1);
-        if c.denials_logged <= 5 || c.denials_logged % 100 == 0 {
-            tracing::info!(client, app = %c.subject.app_id, action = action.name(), "denied: {reason}");
+        // A client can cause denials at will: its log lines are rate limited.
+        if let Some(suppressed) = c.logs.take(std::time::Instant::now()) {
+            tracing::info!(client, app = %c.subject.app_id, action = action.name(), suppressed, "denied: {reason}");
         }
         Err(err(ErrorKind::Denied, reason))
     }
@@ -655,8 +724,7 @@ impl Core {
                 !s.dev.source
                     && !s.dev.is_removed()
                     && !matches!(
-                        self.policy
-                            .check(&subject, Action::Play, &Object::Sink { name: &s.name }),
+                        self.permitted(&subject, Action::Play, &Object::Sink { name: &s.name }),
                         Decision::Deny(_)
                     )
             })
@@ -684,7 +752,7 @@ impl Core {
                     s.name.clone()
                 };
                 !matches!(
-                    self.policy.check(
+                    self.permitted(
                         &c.subject,
                         Action::Record,
                         &Object::Source {
@@ -716,7 +784,7 @@ impl Core {
             .streams
             .iter()
             .filter(|(_, s)| {
-                self.policy.check(
+                self.permitted(
                     &c.subject,
                     Action::ListStreams,
                     &Object::Stream {
@@ -1000,7 +1068,9 @@ impl Core {
                 format!("source {source} cannot take the stream now: {e}"),
             )
         })?;
-        tracing::info!(client, stream = id, %source, %spec, "record stream created");
+        if let Some(suppressed) = reg.may_log(client) {
+            tracing::info!(client, stream = id, %source, %spec, suppressed, "record stream created");
+        }
         let uid = reg.clients.get(&client).map_or(u32::MAX, |c| c.subject.uid);
         let entry = StreamEntry {
             owner: client,
@@ -1135,5 +1205,21 @@ fn stream_info(id: StreamId, s: &StreamEntry) -> StreamInfo {
         peak: s.shared.peak(),
         capacity_frames: s.capacity,
         exclusive: s.exclusive,
+    }
+}
+
+#[cfg(test)]
+mod log_budget_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_burst_then_a_trickle_with_the_suppressed_count() {
+        let mut b = LogBudget::new();
+        let t0 = b.at;
+        let allowed = (0..1000).filter(|_| b.take(t0).is_some()).count();
+        assert_eq!(allowed, LOG_BURST as usize);
+        assert_eq!(b.take(t0 + Duration::from_secs(1)), Some(1000 - 20));
+        assert_eq!(b.take(t0 + Duration::from_secs(1)), None);
     }
 }

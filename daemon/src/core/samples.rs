@@ -4,7 +4,8 @@
 //! plays, lists and removes only its own samples, and another client naming the same sample
 //! gets *not found* (the default policy's "play or remove a cached sample: its uploader only",
 //! enforced structurally by the key, not by a rule a config could loosen). Administrators see
-//! every client's samples in [`Request::ListSamples`], and nothing more. A connection's samples
+//! every client's samples in [`Request::ListSamples`] (`list-streams` on the server), and nothing
+//! more. A connection's samples
 //! are freed when it disconnects ([`SampleCache::forget`]).
 //!
 //! **Upload** ([`Request::UploadSample`]) carries one sealed memfd
@@ -14,8 +15,9 @@
 //! at most `limits.sample_cache_bytes`; one sample at most [`MAX_SAMPLE_SECS`] seconds;
 //! names are 1..=[`MAX_SAMPLE_NAME`] bytes. Uploading an existing name replaces it.
 //!
-//! **Play** ([`Request::PlaySample`]) is a `play` on the sink for the policy and counts
-//! against the stream quotas. The server builds a playback stream it owns: a fresh memfd ring
+//! **Play** ([`Request::PlaySample`]) is a `play` on the sink for the policy, is refused
+//! (`busy`) while another client holds the sink with an exclusive stream, and counts against
+//! the stream quotas. The server builds a playback stream it owns: a fresh memfd ring
 //! filled with the whole sample (write index = its frames), marked draining so the engine
 //! plays it once without counting an underrun. No fd of it is held by anyone but the server
 //! (the memfd is closed once mapped), and nobody waits on its ring: the engine never wakes it,
@@ -26,7 +28,7 @@
 
 use super::{check_volume, err, Core, NewPlayback, Registry};
 use crate::engine::StreamShared;
-use crate::policy::{Action, Object};
+use crate::policy::{Action, Decision, Object};
 use soundgate_proto::ring::{self, Ring};
 use soundgate_proto::shm::{self, Mapping};
 use soundgate_proto::wire::{ClientId, ErrorKind, Reply, Request, SampleInfo, StreamId, WireError};
@@ -250,6 +252,8 @@ impl Core {
                 Action::Play,
                 &Object::Sink { name: &sink.name },
             )?;
+            // A sample is a playback stream like any other: an exclusive stream keeps it out.
+            self.check_exclusive(&reg, index, client, false)?;
             self.check_quota(&reg, client)?;
             (index, spec, frames, pcm)
         };
@@ -283,7 +287,8 @@ impl Core {
         if !reg.clients.contains_key(&client) {
             return Err(err(ErrorKind::Protocol, "unknown client"));
         }
-        // Again: the client may have opened streams meanwhile.
+        // Again: the client may have opened streams, and another an exclusive one, meanwhile.
+        self.check_exclusive(&reg, index, client, false)?;
         self.check_quota(&reg, client)?;
         if sink.dev.is_removed() {
             return Err(err(
@@ -329,7 +334,9 @@ impl Core {
         let Some(c) = reg.clients.get(&client) else {
             return Err(err(ErrorKind::Protocol, "unknown client"));
         };
-        let list = if c.subject.admin {
+        let everyone = Object::Server;
+        let list = if self.permitted(&c.subject, Action::ListStreams, &everyone) == Decision::Allow
+        {
             reg.samples
                 .samples
                 .iter()

@@ -4,12 +4,13 @@
 //! # Events
 //!
 //! A subscribed client gets events about what it may see, decided per event and per subscriber
-//! by the same [`Policy::check`](crate::policy::Policy::check) calls that filter the lists:
-//! stream events pass `list-streams` on the stream (its owner; administrators), device events
-//! pass `play` on a sink or `record` on a source unless that is denied (the `ListSinks` /
-//! `ListSources` filter). Administrators also get clients coming and going, every audit line
-//! ([`Event::Decision`]) and device xruns. The filter uses the pure policy check, never
-//! [`Core::decide`], so delivering events writes no audit lines (no feedback loop).
+//! by the same [`Core::permitted`] calls (policy and grants) that filter the lists: stream
+//! events pass `list-streams` on the stream (its owner; administrators), device events pass
+//! `play` on a sink or `record` on a source unless that is denied (the `ListSinks` /
+//! `ListSources` filter; a grant to record a monitor makes its events visible). Clients coming
+//! and going pass `list-clients`, audit lines ([`Event::Decision`]) `read-audit`, device xruns
+//! `read-stats` (all administrators only). [`Core::permitted`] writes no audit line and uses
+//! up no once grant, so delivering events cannot feed back into the log.
 //!
 //! Events go through each connection's bounded queue ([`Core::send_event`]): a subscriber that
 //! does not read is cut off when its queue is full; the publisher never waits.
@@ -40,7 +41,7 @@
 //! play is refused the same way. Existing streams are never cut off.
 
 use super::{err, stream_info, Core, Registry, StreamEntry, MONITOR_SUFFIX};
-use crate::policy::{Action, Decision, Object, Subject};
+use crate::policy::{Action, Decision, Object, Role, Subject};
 use soundgate_proto::wire::{
     ClientId, ClientInfo, DeviceKind, Direction, ErrorKind, Event, Reply, Request, StreamId,
     WireError,
@@ -85,8 +86,12 @@ pub(super) enum Audience<'a> {
     Sink(&'a str),
     /// Whoever may record from this source (or ask to).
     Source { name: &'a str, monitor: bool },
-    /// Administrators only.
-    Admins,
+    /// Whoever may list the clients (`list-clients`: administrators).
+    Clients,
+    /// Whoever may read the audit log (`read-audit`: administrators).
+    Audit,
+    /// Whoever may read the statistics (`read-stats`: administrators).
+    Stats,
 }
 
 impl Core {
@@ -113,33 +118,34 @@ impl Core {
             return Err(err(ErrorKind::Protocol, "unknown client"));
         };
         c.subscribed = true;
-        if c.subject.admin {
+        let subject = c.subject.clone();
+        if self.may_see(&subject, Audience::Audit) {
             self.consents().decisions.watched = true;
         }
-        tracing::debug!(client, admin = c.subject.admin, "subscribed to events");
+        tracing::debug!(client, role = ?subject.role(), "subscribed to events");
         Ok(Reply::Ok)
     }
 
     fn may_see(&self, subject: &Subject, audience: Audience<'_>) -> bool {
-        match audience {
+        let (action, object) = match audience {
             Audience::Stream { owner, device } => {
-                self.policy.check(
-                    subject,
-                    Action::ListStreams,
-                    &Object::Stream { owner, device },
-                ) == Decision::Allow
+                let object = Object::Stream { owner, device };
+                return self.permitted(subject, Action::ListStreams, &object) == Decision::Allow;
             }
-            Audience::Sink(name) => !matches!(
-                self.policy
-                    .check(subject, Action::Play, &Object::Sink { name }),
-                Decision::Deny(_)
-            ),
-            Audience::Source { name, monitor } => !matches!(
-                self.policy
-                    .check(subject, Action::Record, &Object::Source { name, monitor }),
-                Decision::Deny(_)
-            ),
-            Audience::Admins => subject.admin,
+            Audience::Sink(name) => (Action::Play, Object::Sink { name }),
+            Audience::Source { name, monitor } => {
+                (Action::Record, Object::Source { name, monitor })
+            }
+            Audience::Clients => (Action::ListClients, Object::Server),
+            Audience::Audit => (Action::ReadAudit, Object::Server),
+            Audience::Stats => (Action::ReadStats, Object::Server),
+        };
+        match object {
+            // A device is seen by whoever may use it or ask to.
+            Object::Sink { .. } | Object::Source { .. } => {
+                !matches!(self.permitted(subject, action, &object), Decision::Deny(_))
+            }
+            _ => self.permitted(subject, action, &object) == Decision::Allow,
         }
     }
 
@@ -251,15 +257,15 @@ impl Core {
             app_id: ident.app.id.clone(),
             app_source: ident.app.source.name().to_string(),
             label: c.label.clone(),
-            admin: c.subject.admin,
+            admin: c.subject.role() == Role::Administrator,
             streams: u32::try_from(streams).unwrap_or(u32::MAX),
         };
-        self.publish(reg, Audience::Admins, Event::ClientAdded(info));
+        self.publish(reg, Audience::Clients, Event::ClientAdded(info));
     }
 
     /// Client `id` disconnected (it has left the registry).
     pub(super) fn client_removed(&self, reg: &mut Registry, id: ClientId) {
-        self.publish(reg, Audience::Admins, Event::ClientRemoved { client: id });
+        self.publish(reg, Audience::Clients, Event::ClientRemoved { client: id });
     }
 
     /// Periodic: hands out the audit lines kept since the last tick and reports xruns, to
@@ -268,7 +274,7 @@ impl Core {
         let watched = reg
             .clients
             .values()
-            .any(|c| c.subscribed && c.subject.admin);
+            .any(|c| c.subscribed && self.may_see(&c.subject, Audience::Audit));
         let (lines, dropped) = {
             let mut c = self.consents();
             let out = &mut c.decisions;
@@ -286,7 +292,7 @@ impl Core {
             );
         }
         for line in lines {
-            self.publish(reg, Audience::Admins, Event::Decision(line));
+            self.publish(reg, Audience::Audit, Event::Decision(line));
         }
         for (_, s) in self.sinks.live() {
             let now = s.handle.shared().xruns();
@@ -296,7 +302,7 @@ impl Core {
                     device: s.name.clone(),
                     xruns: now,
                 };
-                self.publish(reg, Audience::Admins, ev);
+                self.publish(reg, Audience::Stats, ev);
             }
         }
     }
@@ -454,7 +460,9 @@ impl Core {
             s.home = to;
         }
         let from_name = &self.sinks[from].name;
-        tracing::info!(client, stream, owner, from = %from_name, to = %device, "moving stream");
+        if let Some(suppressed) = reg.may_log(client) {
+            tracing::info!(client, stream, owner, from = %from_name, to = %device, suppressed, "moving stream");
+        }
         Ok(Reply::Ok)
     }
 }

@@ -6,25 +6,43 @@
 //!
 //! # Order of evaluation
 //!
-//! 1. **The stream-ownership invariant.** [`Action::ControlStream`] and
-//!    [`Action::ListStreams`] on a stream owned by another client are denied to a non-admin
-//!    subject *before any rule is looked at*: no rule can let a client see or touch another
-//!    client's stream. (Rules still apply to admins there, so a rule can restrict an admin.)
-//! 2. **Rules**, in config order: the first rule whose app, uid, group, action and target
+//! 1. **The other-clients invariant.** What reaches another client — [`Action::ControlStream`]
+//!    and [`Action::ListStreams`] on a stream it owns or on the server (every client's streams),
+//!    and [`Action::KillClient`], [`Action::ReadMeters`], [`Action::ListClients`],
+//!    [`Action::ReadStats`], [`Action::ReadAudit`] on anything — is denied to a non-admin
+//!    subject *before any rule or grant is looked at*: no rule and no grant can give a client
+//!    sight or control of another client. (Rules still apply to admins there, so a rule can
+//!    restrict an admin.) The config refuses, at load, the allow and ask rules this would
+//!    silently overrule ([`Rule::refusal`]).
+//! 2. **Who is an administrator.** [`Action::UseAdminSocket`] (checked on every accept of the
+//!    admin socket, for a subject that is not an administrator yet) is decided by
+//!    [`AdminAccess`] alone: root, the admin group, the listed uids. A deny rule can take it
+//!    away; no rule can give it.
+//! 3. **Rules**, in config order: the first rule whose app, uid, group, action and target
 //!    all match decides.
-//! 3. **Defaults** (DESIGN.md "Default policy"):
+//! 4. **Defaults** (DESIGN.md "Default policy"):
 //!
 //! | action | object | default |
 //! |---|---|---|
 //! | play | a sink, or one's own stream | allow |
 //! | control-stream, list-streams | one's own stream | allow |
 //! | control-stream, list-streams | another client's stream, a device, the server | admin only |
+//! | kill-client, read-meters, list-clients, read-stats, read-audit | the server | admin only |
 //! | record | a capture source (`monitor: false`) | ask |
 //! | record | a monitor source, or a sink (= its monitor) | deny |
 //! | passthrough | anything | deny |
-//! | suspend, set-default, device-volume, manage-devices | anything | admin only |
+//! | suspend, set-default, device-volume, manage-devices, manage-consent | anything | admin only |
+//! | use-admin-socket | the server | [`AdminAccess`] |
 //!
 //! Any action on an object it makes no sense for is denied.
+//!
+//! 5. **Grants** ([`Policy::decide`]): a decision no rule made final — an `ask`, or a default
+//!    deny on a device (recording a monitor) — can be settled by a grant the caller looks up.
+//!    The invariants of steps 1 and 2 come first, so a grant can never reach them.
+//!
+//! This module is the only place that makes access decisions: nothing else constructs a
+//! [`Decision`] (`tests/architecture.rs` checks it), and the core calls [`Policy::decide`] from
+//! one place (`core/consent.rs`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -42,13 +60,70 @@ pub struct Subject {
     pub groups: Vec<u32>,
     /// The app id established by the daemon (`exe:/usr/bin/sgcat`, …), never a declared name.
     pub app_id: String,
-    /// Whether the client came in through the admin socket and passed its checks.
-    pub admin: bool,
+    /// Whether the client came in through the admin socket and passed its checks. Private:
+    /// only this module reads it (see [`Subject::new`]).
+    admin: bool,
 }
 
 impl Subject {
+    /// A subject; `admin` says it came in through the admin socket and passed
+    /// [`Action::UseAdminSocket`].
+    pub fn new(
+        client: u32,
+        (uid, gid, groups): (u32, u32, Vec<u32>),
+        app_id: String,
+        admin: bool,
+    ) -> Subject {
+        Subject {
+            client,
+            uid,
+            gid,
+            groups,
+            app_id,
+            admin,
+        }
+    }
+
     fn in_group(&self, gid: u32) -> bool {
         self.gid == gid || self.groups.contains(&gid)
+    }
+
+    /// What the connection is, for listings (`sgctl clients`) and logs — never for a
+    /// decision (ask [`Policy::check`]).
+    pub fn role(&self) -> Role {
+        if self.admin {
+            Role::Administrator
+        } else {
+            Role::App
+        }
+    }
+}
+
+/// How a client connected, as shown to administrators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Through the native socket.
+    App,
+    /// Through the admin socket.
+    Administrator,
+}
+
+/// Who may use the admin socket: root, members of `gid`, and the listed uids. Consulted by
+/// the policy for [`Action::UseAdminSocket`] on every accept, whatever the socket file's
+/// mode says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminAccess {
+    /// The admin group, if it exists on this system.
+    pub gid: Option<u32>,
+    /// Its name, for messages.
+    pub group_name: String,
+    /// Further uids allowed.
+    pub uids: Vec<u32>,
+}
+
+impl AdminAccess {
+    fn permits(&self, s: &Subject) -> bool {
+        s.uid == 0 || self.uids.contains(&s.uid) || self.gid.is_some_and(|g| s.in_group(g))
     }
 }
 
@@ -74,13 +149,25 @@ pub enum Action {
     DeviceVolume,
     /// Create or remove devices.
     ManageDevices,
-    /// Answer prompts, list and revoke grants (prompt agents, administrators).
+    /// Answer prompts, list, add and revoke grants (prompt agents, administrators).
     ManageConsent,
+    /// Disconnect another client (`sgctl kill`).
+    KillClient,
+    /// Level meters of every stream and device.
+    ReadMeters,
+    /// The connected clients, and their connect/disconnect events.
+    ListClients,
+    /// Engine and per-client statistics, and xrun events.
+    ReadStats,
+    /// The audit log's tail, and decision events.
+    ReadAudit,
+    /// Be an administrator: use the admin socket.
+    UseAdminSocket,
 }
 
 impl Action {
     /// Every action, in declaration order.
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 16] = [
         Action::Play,
         Action::Record,
         Action::ControlStream,
@@ -91,6 +178,12 @@ impl Action {
         Action::DeviceVolume,
         Action::ManageDevices,
         Action::ManageConsent,
+        Action::KillClient,
+        Action::ReadMeters,
+        Action::ListClients,
+        Action::ReadStats,
+        Action::ReadAudit,
+        Action::UseAdminSocket,
     ];
 
     /// The kebab-case name used in the config file and in audit logs.
@@ -106,6 +199,12 @@ impl Action {
             Action::DeviceVolume => "device-volume",
             Action::ManageDevices => "manage-devices",
             Action::ManageConsent => "manage-consent",
+            Action::KillClient => "kill-client",
+            Action::ReadMeters => "read-meters",
+            Action::ListClients => "list-clients",
+            Action::ReadStats => "read-stats",
+            Action::ReadAudit => "read-audit",
+            Action::UseAdminSocket => "use-admin-socket",
         }
     }
 }
@@ -120,7 +219,8 @@ impl fmt::Display for Action {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown action {0:?} (expected one of play, record, control-stream, list-streams, \
-     passthrough, suspend, set-default, device-volume, manage-devices)"
+     passthrough, suspend, set-default, device-volume, manage-devices, manage-consent, \
+     kill-client, read-meters, list-clients, read-stats, read-audit, use-admin-socket)"
 )]
 pub struct UnknownAction(pub String);
 
@@ -272,6 +372,50 @@ impl Rule {
                 (Some(_), None) => false,
             }
     }
+
+    /// Why this rule cannot be loaded, if it is one the invariants would silently overrule:
+    /// an `allow` or `ask` on an action that reaches other clients (for a non-admin it could
+    /// only ever mean "control of another client", which nothing grants), or on
+    /// `use-admin-socket` (who is an administrator is `[admin]`'s to say). Deny rules are
+    /// always accepted: they restrict administrators too.
+    pub fn refusal(&self) -> Option<String> {
+        if self.decision == RuleDecision::Deny {
+            return None;
+        }
+        let what = self.decision.name();
+        match self.action {
+            Action::UseAdminSocket => Some(format!(
+                "rule: an {what} rule cannot make anyone an administrator; list them in \
+                 [admin] (group, uids) instead"
+            )),
+            a if a.reaches_other_clients() => Some(format!(
+                "rule: {a} reaches other clients and is for administrators only; an {what} \
+                 rule for it cannot be given (a deny rule can restrict administrators)"
+            )),
+            a @ (Action::ControlStream | Action::ListStreams) if self.target.is_none() => {
+                Some(format!(
+                    "rule: an {what} rule for {a} without a target would apply to every \
+                     client's streams on the server, which only administrators may reach; \
+                     give a target (it then applies to the subject's own streams)"
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Action {
+    /// Actions whose every object is other clients' business (see the module doc, step 1).
+    pub const fn reaches_other_clients(self) -> bool {
+        matches!(
+            self,
+            Action::KillClient
+                | Action::ReadMeters
+                | Action::ListClients
+                | Action::ReadStats
+                | Action::ReadAudit
+        )
+    }
 }
 
 /// `None` matches anything; `Some(v)` must pass `f`.
@@ -294,12 +438,50 @@ pub fn glob_match(pattern: &str, value: &str) -> bool {
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
     rules: Vec<Rule>,
+    admin: AdminAccess,
+}
+
+/// What decided a [`Decision`], for the audit log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum By<'a> {
+    /// A built-in invariant or default.
+    Default,
+    /// A config rule.
+    Rule(&'a Rule),
+    /// A grant, by id (`once`: a once grant, to be used up).
+    Grant { id: u64, once: bool },
+}
+
+/// A grant the caller found for a device: what [`Policy::decide`] asks its lookup for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrantHit {
+    /// The grant's id.
+    pub id: u64,
+    /// Whether it allows (else it denies).
+    pub allow: bool,
+    /// Whether it is a once grant.
+    pub once: bool,
 }
 
 impl Policy {
-    /// A policy with these rules (first match wins) over the defaults.
+    /// A policy with these rules (first match wins) over the defaults, root as the only
+    /// administrator.
     pub fn new(rules: Vec<Rule>) -> Policy {
-        Policy { rules }
+        Policy {
+            rules,
+            admin: AdminAccess::default(),
+        }
+    }
+
+    /// Who may use the admin socket.
+    pub fn with_admin_access(mut self, admin: AdminAccess) -> Policy {
+        self.admin = admin;
+        self
+    }
+
+    /// Who may use the admin socket.
+    pub fn admin_access(&self) -> &AdminAccess {
+        &self.admin
     }
 
     /// The rules, in the order they are tried.
@@ -307,27 +489,43 @@ impl Policy {
         &self.rules
     }
 
-    /// Decides whether `subject` may do `action` to `object`.
+    /// Decides whether `subject` may do `action` to `object` (rules and defaults, no grants).
     pub fn check(&self, subject: &Subject, action: Action, object: &Object<'_>) -> Decision {
         self.check_explained(subject, action, object).0
     }
 
-    /// Like [`check`](Self::check), also returning the rule that decided (`None`: the
-    /// ownership invariant or a default did), for the audit log.
+    /// Like [`check`](Self::check), also returning the rule that decided (`None`: an
+    /// invariant or a default did), for the audit log.
     pub fn check_explained(
         &self,
         subject: &Subject,
         action: Action,
         object: &Object<'_>,
     ) -> (Decision, Option<&Rule>) {
-        if let Some(denied) = foreign_stream(subject, action, object) {
-            return (denied, None);
+        let (decision, source) = self.explain(subject, action, object);
+        match source {
+            Source::Rule(r) => (decision, Some(r)),
+            Source::Invariant | Source::Default => (decision, None),
         }
-        if let Some(rule) = self
+    }
+
+    fn explain(
+        &self,
+        subject: &Subject,
+        action: Action,
+        object: &Object<'_>,
+    ) -> (Decision, Source<'_>) {
+        if let Some(denied) = other_clients(subject, action, object) {
+            return (denied, Source::Invariant);
+        }
+        let rule = self
             .rules
             .iter()
-            .find(|r| r.matches(subject, action, object))
-        {
+            .find(|r| r.matches(subject, action, object));
+        if action == Action::UseAdminSocket {
+            return self.admin_socket(subject, rule);
+        }
+        if let Some(rule) = rule {
             let decision = match rule.decision {
                 RuleDecision::Allow => Decision::Allow,
                 RuleDecision::Ask => Decision::Ask,
@@ -337,22 +535,112 @@ impl Policy {
                     rule.origin
                 )),
             };
-            return (decision, Some(rule));
+            return (decision, Source::Rule(rule));
         }
-        (default_decision(subject, action, object), None)
+        (default_decision(subject, action, object), Source::Default)
+    }
+
+    /// The whole decision: [`check_explained`](Self::check_explained), then, if no rule and no
+    /// invariant made it final and it is an `ask` or a default deny on a device, the grant
+    /// `grant` finds for that device (see the module doc, step 5).
+    pub fn decide(
+        &self,
+        subject: &Subject,
+        action: Action,
+        object: &Object<'_>,
+        grant: impl FnOnce(&str) -> Option<GrantHit>,
+    ) -> (Decision, By<'_>) {
+        let (decision, source) = self.explain(subject, action, object);
+        let by = match source {
+            Source::Rule(r) => By::Rule(r),
+            Source::Invariant | Source::Default => By::Default,
+        };
+        let device = match object {
+            Object::Sink { name } | Object::Source { name, .. } => *name,
+            Object::Stream { .. } | Object::Server => return (decision, by),
+        };
+        let open = match (&decision, source) {
+            (_, Source::Invariant)
+            | (Decision::Allow, _)
+            | (Decision::Deny(_), Source::Rule(_)) => false,
+            (Decision::Deny(_), Source::Default) | (Decision::Ask, _) => true,
+        };
+        if !open {
+            return (decision, by);
+        }
+        match grant(device) {
+            Some(g) => {
+                let decision = if g.allow {
+                    Decision::Allow
+                } else {
+                    Decision::Deny(format!(
+                        "{} on {object} was refused for this app by grant {}",
+                        action.name(),
+                        g.id
+                    ))
+                };
+                (
+                    decision,
+                    By::Grant {
+                        id: g.id,
+                        once: g.once,
+                    },
+                )
+            }
+            None => (decision, by),
+        }
+    }
+
+    fn admin_socket<'r>(
+        &self,
+        subject: &Subject,
+        rule: Option<&'r Rule>,
+    ) -> (Decision, Source<'r>) {
+        if let Some(r) = rule.filter(|r| r.decision == RuleDecision::Deny) {
+            let why = format!("the admin socket is denied by the rule at {}", r.origin);
+            return (Decision::Deny(why), Source::Rule(r));
+        }
+        if self.admin.permits(subject) {
+            (Decision::Allow, Source::Invariant)
+        } else {
+            let why = format!(
+                "the admin socket is for root and members of group {}",
+                self.admin.group_name
+            );
+            (Decision::Deny(why), Source::Invariant)
+        }
     }
 }
 
-/// The invariant no rule overrides: another client's stream is for admins only.
-fn foreign_stream(subject: &Subject, action: Action, object: &Object<'_>) -> Option<Decision> {
+/// Where a decision came from (inside [`Policy`]).
+#[derive(Clone, Copy, Debug)]
+enum Source<'a> {
+    /// An invariant: final, no grant settles it.
+    Invariant,
+    Rule(&'a Rule),
+    Default,
+}
+
+/// The invariant no rule or grant overrides: other clients are for admins only.
+fn other_clients(subject: &Subject, action: Action, object: &Object<'_>) -> Option<Decision> {
+    if subject.admin {
+        return None;
+    }
     match (action, object) {
         (Action::ControlStream | Action::ListStreams, Object::Stream { owner, device })
-            if *owner != subject.client && !subject.admin =>
+            if *owner != subject.client =>
         {
             Some(Decision::Deny(format!(
                 "the stream on {device} belongs to another client"
             )))
         }
+        (Action::ControlStream | Action::ListStreams, Object::Server) => Some(Decision::Deny(
+            format!("{} is for administrators", doing(action, object)),
+        )),
+        (a, _) if a.reaches_other_clients() => Some(Decision::Deny(format!(
+            "{} is for administrators",
+            doing(action, object)
+        ))),
         _ => None,
     }
 }
@@ -394,9 +682,18 @@ fn default_decision(subject: &Subject, action: Action, object: &Object<'_>) -> D
             | Action::SetDefault
             | Action::DeviceVolume
             | Action::ManageDevices
-            | Action::ManageConsent,
+            | Action::ManageConsent
+            | Action::KillClient
+            | Action::ReadMeters
+            | Action::ListClients
+            | Action::ReadStats
+            | Action::ReadAudit,
             _,
         ) => admin_only(subject, action, object),
+        // Decided by `Policy::admin_socket`; never reached.
+        (Action::UseAdminSocket, _) => {
+            Decision::Deny("the admin socket is for administrators".to_string())
+        }
         (Action::Play | Action::Record, _) => {
             Decision::Deny(format!("{} is not possible", doing(action, object)))
         }
@@ -428,6 +725,12 @@ fn doing(action: Action, object: &Object<'_>) -> String {
         (Action::ManageDevices, Object::Server) => "creating or removing devices".to_string(),
         (Action::ManageDevices, o) => format!("creating or removing {o}"),
         (Action::ManageConsent, _) => "answering prompts and managing grants".to_string(),
+        (Action::KillClient, _) => "disconnecting clients".to_string(),
+        (Action::ReadMeters, _) => "reading every stream's meters".to_string(),
+        (Action::ListClients, _) => "listing the clients".to_string(),
+        (Action::ReadStats, _) => "reading the server's statistics".to_string(),
+        (Action::ReadAudit, _) => "reading the audit log".to_string(),
+        (Action::UseAdminSocket, _) => "using the admin socket".to_string(),
     }
 }
 
@@ -857,6 +1160,153 @@ mod tests {
             p.check(&admin(), ControlStream, &THEIRS),
             Decision::Deny(_)
         ));
+    }
+
+    #[test]
+    fn no_rule_reaches_other_clients_for_a_non_admin() {
+        let rules: Vec<Rule> = Action::ALL
+            .into_iter()
+            .map(|a| rule(a, RuleDecision::Allow))
+            .collect();
+        let p = Policy::new(rules);
+        for a in Action::ALL
+            .into_iter()
+            .filter(|a| a.reaches_other_clients())
+        {
+            for o in [SERVER, SINK, THEIRS] {
+                assert!(
+                    matches!(p.check(&user(), a, &o), Decision::Deny(_)),
+                    "{a} on {o:?}"
+                );
+                // Nor through a grant.
+                let (d, _) = p.decide(&user(), a, &o, |_| {
+                    Some(GrantHit {
+                        id: 1,
+                        allow: true,
+                        once: false,
+                    })
+                });
+                assert!(matches!(d, Decision::Deny(_)), "{a} on {o:?} by grant");
+            }
+            // Administrators: the rule applies.
+            assert_eq!(p.check(&admin(), a, &SERVER), Decision::Allow, "{a}");
+        }
+        for a in [ControlStream, ListStreams] {
+            assert!(matches!(p.check(&user(), a, &SERVER), Decision::Deny(_)));
+            assert!(matches!(p.check(&user(), a, &THEIRS), Decision::Deny(_)));
+            assert_eq!(p.check(&user(), a, &MINE), Decision::Allow);
+        }
+        assert_eq!(
+            p.check(&user(), KillClient, &SERVER),
+            deny("disconnecting clients is for administrators")
+        );
+        // A deny rule restricts administrators.
+        let p = Policy::new(vec![rule(KillClient, RuleDecision::Deny)]);
+        assert!(matches!(
+            p.check(&admin(), KillClient, &SERVER),
+            Decision::Deny(_)
+        ));
+        // Defaults: administrators only.
+        let p = Policy::default();
+        for a in [KillClient, ReadMeters, ListClients, ReadStats, ReadAudit] {
+            assert_eq!(p.check(&admin(), a, &SERVER), Decision::Allow, "{a}");
+            assert!(matches!(p.check(&user(), a, &SERVER), Decision::Deny(_)));
+        }
+    }
+
+    #[test]
+    fn the_admin_socket_is_for_admin_access_only() {
+        let access = AdminAccess {
+            gid: Some(29),
+            group_name: "audio-admins".into(),
+            uids: vec![4242],
+        };
+        let p = Policy::new(vec![rule(UseAdminSocket, RuleDecision::Allow)])
+            .with_admin_access(access.clone());
+        let nobody = Subject {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![],
+            ..user()
+        };
+        assert_eq!(
+            p.check(&nobody, UseAdminSocket, &SERVER),
+            deny("the admin socket is for root and members of group audio-admins")
+        );
+        let root = Subject {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+            ..user()
+        };
+        let listed = Subject {
+            uid: 4242,
+            ..nobody.clone()
+        };
+        let member = user(); // groups contain 29
+        for s in [&root, &listed, &member] {
+            assert_eq!(p.check(s, UseAdminSocket, &SERVER), Decision::Allow);
+        }
+        let p = Policy::new(vec![Rule {
+            uid: Some(0),
+            ..rule(UseAdminSocket, RuleDecision::Deny)
+        }])
+        .with_admin_access(access);
+        assert!(matches!(
+            p.check(&root, UseAdminSocket, &SERVER),
+            Decision::Deny(_)
+        ));
+        assert_eq!(p.check(&listed, UseAdminSocket, &SERVER), Decision::Allow);
+    }
+
+    #[test]
+    fn grants_settle_only_open_decisions_on_devices() {
+        let hit = |allow| {
+            move |_: &str| {
+                Some(GrantHit {
+                    id: 7,
+                    allow,
+                    once: true,
+                })
+            }
+        };
+        let p = Policy::default();
+        let (d, by) = p.decide(&user(), Record, &MONITOR, hit(true));
+        assert_eq!(d, Decision::Allow);
+        assert_eq!(by, By::Grant { id: 7, once: true });
+        let (d, _) = p.decide(&user(), Record, &MIC, hit(false));
+        assert!(matches!(d, Decision::Deny(r) if r.contains("by grant 7")));
+        // A default allow is final; so is a rule's deny.
+        let (d, by) = p.decide(&user(), Play, &SINK, hit(false));
+        assert_eq!((d, by), (Decision::Allow, By::Default));
+        let p = Policy::new(vec![rule(Record, RuleDecision::Deny)]);
+        let (d, by) = p.decide(&user(), Record, &MONITOR, hit(true));
+        assert!(matches!(d, Decision::Deny(_)));
+        assert!(matches!(by, By::Rule(_)));
+    }
+
+    #[test]
+    fn rules_the_invariants_would_overrule_are_refused() {
+        for a in Action::ALL {
+            for d in [RuleDecision::Allow, RuleDecision::Ask, RuleDecision::Deny] {
+                let r = rule(a, d);
+                let refused = r.refusal().is_some();
+                let want = d != RuleDecision::Deny
+                    && (a.reaches_other_clients()
+                        || matches!(a, ControlStream | ListStreams | UseAdminSocket));
+                assert_eq!(refused, want, "{a} {}", d.name());
+            }
+        }
+        let targeted = Rule {
+            target: Some("speakers".into()),
+            ..rule(ControlStream, RuleDecision::Allow)
+        };
+        assert_eq!(targeted.refusal(), None);
+        let kill = Rule {
+            target: Some("speakers".into()),
+            ..rule(KillClient, RuleDecision::Allow)
+        };
+        assert!(kill.refusal().is_some());
     }
 
     #[test]

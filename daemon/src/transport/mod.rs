@@ -159,7 +159,7 @@ pub fn bind(path: &Path, mode: u32) -> Result<SeqPacketListener, TransportError>
 pub enum Socket {
     /// Applications (mode 0666).
     Native,
-    /// The privileged control plane: only peers that [`AdminAccess::permits`].
+    /// The privileged control plane: only peers [`Core::admit_admin`] admits.
     Admin(AdminAccess),
 }
 
@@ -173,26 +173,8 @@ impl Socket {
     }
 }
 
-/// Who may use the admin socket: root, members of `gid`, and the listed uids. Checked on every
-/// accept, whatever the socket file's mode says.
-#[derive(Debug, Clone, Default)]
-pub struct AdminAccess {
-    /// The admin group, if it exists on this system.
-    pub gid: Option<u32>,
-    /// Its name, for messages.
-    pub group_name: String,
-    /// Further uids allowed.
-    pub uids: Vec<u32>,
-}
-
-impl AdminAccess {
-    /// Whether a peer with these credentials is an administrator.
-    pub fn permits(&self, uid: u32, gid: u32, groups: &[u32]) -> bool {
-        uid == 0
-            || self.uids.contains(&uid)
-            || self.gid.is_some_and(|g| g == gid || groups.contains(&g))
-    }
-}
+/// Who may use the admin socket; decided by the policy through [`Core::admit_admin`].
+pub use crate::core::AdminAccess;
 
 /// Accepts connections forever, one task each, each admitted to `budget` first.
 pub async fn serve(
@@ -455,6 +437,7 @@ struct Shook {
 
 /// Identifies the peer, checks the admin socket's users, and reads `Hello`.
 async fn handshake(
+    core: &Core,
     conn: &AsyncSeqPacket,
     socket: &Socket,
     ticket: &Ticket,
@@ -479,8 +462,8 @@ async fn handshake(
         };
     let admin = match socket {
         Socket::Native => false,
-        Socket::Admin(access) => {
-            if !access.permits(identity.uid, identity.gid, &identity.groups) {
+        Socket::Admin(_) => {
+            if let Err(msg) = core.admit_admin(&identity) {
                 if let Some(suppressed) = REFUSALS.allow() {
                     tracing::warn!(
                         pid = identity.pid,
@@ -489,10 +472,6 @@ async fn handshake(
                         "refused on the admin socket"
                     );
                 }
-                let msg = format!(
-                    "the admin socket is for root and members of group {}",
-                    access.group_name
-                );
                 reply_error(conn, 0, ErrorKind::Denied, msg).await;
                 // Read the peer's first message (its Hello) before hanging up: closing with
                 // unread data would reset the connection, and the peer might see the reset
@@ -559,7 +538,7 @@ async fn serve_connection(
     let mut buf = recv_buffer();
     let deadline = tokio::time::Instant::now() + settings.handshake;
     let shook = tokio::select! {
-        r = tokio::time::timeout_at(deadline, handshake(&conn, &socket, &ticket, &settings, &mut buf)) => match r {
+        r = tokio::time::timeout_at(deadline, handshake(&core, &conn, &socket, &ticket, &settings, &mut buf)) => match r {
             Ok(shook) => shook,
             Err(_) => {
                 if let Some(suppressed) = REFUSALS.allow() {
