@@ -69,7 +69,12 @@ fn audit_lines(d: &Daemon) -> Vec<serde_json::Value> {
 fn a_set_volume_flood_cannot_rotate_away_an_earlier_denied_monitor_attempt() {
     // A 16 KiB log and one rotated file: without coalescing, a few hundred requests would
     // rotate the denial out (a line is ~250 bytes).
-    let config = format!("[audit]\nmax_bytes = 16384\nkeep = 1\n{}", null_sink("out"));
+    // Request pacing (the transport's flood defence) is opened wide here so that the flood
+    // reaches the audit log at full speed: this test is about the log, not the pacing.
+    let config = format!(
+        "[audit]\nmax_bytes = 16384\nkeep = 1\n[limits]\nrequests_per_second = 1000000\nrequest_burst = 1000000\n{}",
+        null_sink("out")
+    );
     let d = Daemon::start(&config);
     let spy = d.client("spy");
     let (k, msg) = refused(record_monitor(&spy, "out.monitor"));

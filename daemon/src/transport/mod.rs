@@ -431,7 +431,7 @@ struct Shook {
     pidfd_charge: Option<budget::FdCharge>,
     name: String,
     hello_id: u32,
-    admin: bool,
+    admin_socket: bool,
     peer: String,
 }
 
@@ -510,7 +510,7 @@ async fn handshake(
         pidfd_charge,
         name,
         hello_id: first.id,
-        admin,
+        admin_socket: admin,
         peer,
     })
 }
@@ -558,7 +558,7 @@ async fn serve_connection(
     let peer = shook.peer;
     let _pidfd_charge = shook.pidfd_charge;
     let (tx, mut events) = mpsc::channel(EVENT_QUEUE);
-    let client = match core.connect(shook.identity, &shook.name, tx, shook.admin) {
+    let client = match core.connect(shook.identity, &shook.name, tx, shook.admin_socket) {
         Ok(c) => c,
         Err(e) => {
             reply_error(&conn, shook.hello_id, e.kind, e.message).await;
