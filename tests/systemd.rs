@@ -88,7 +88,7 @@ fn the_unit_passes_systemd_analyze_verify() {
         .output()
         .unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("LimitRTTIME"),
+        String::from_utf8_lossy(&out.stderr).contains("Failed to parse resource value"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -49,7 +49,7 @@ const CLIENT_NAME: &str = "sgcat";
     version,
     about = "Play audio to a soundgate sink, or record a soundgate source"
 )]
-#[command(group(ArgGroup::new("mode").required(true).args(["playback", "record"])))]
+#[command(group(ArgGroup::new("mode").required(true).args(["playback", "record", "completions"])))]
 pub struct Args {
     /// Play FILE (or standard input) into a sink.
     #[arg(short = 'p', long)]
@@ -111,6 +111,15 @@ pub struct Args {
     /// Print nothing but errors.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) and exit.
+    #[arg(
+        long,
+        value_name = "SHELL",
+        exclusive = true,
+        hide_possible_values = true
+    )]
+    pub completions: Option<clap_complete::Shell>,
 }
 
 /// The clap command, for the man page and tests.
@@ -222,6 +231,11 @@ pub fn init_logging(args: &Args) {
 
 /// Runs sgcat as `args` say.
 pub fn run(args: &Args) -> Result<()> {
+    if let Some(shell) = args.completions {
+        let mut cmd = command();
+        clap_complete::generate(shell, &mut cmd, "sgcat", &mut io::stdout());
+        return Ok(());
+    }
     if args.record {
         record(args)
     } else {
