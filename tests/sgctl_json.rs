@@ -387,6 +387,13 @@ fn every_sgctl_json_document_matches_its_snapshot() {
     }
     let _ = watch.kill();
     let _ = watch.wait();
+    let added = events
+        .iter()
+        .find(|v| v["event"] == "stream_added")
+        .unwrap();
+    assert_eq!(added["data"]["label"], "watched", "{added}");
+    assert_eq!(added["data"]["direction"], "playback");
+    assert_eq!(added["data"]["spec"]["format"], "s16le");
     s.check("watch", &events);
 
     let audit = s.doc("audit", &["audit", "-n", "3"]);

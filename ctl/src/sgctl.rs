@@ -1556,9 +1556,26 @@ impl Ctl {
         if let Some(hz) = meters {
             self.ok(Request::SubscribeMeters { hz })?;
         }
+        // Stream events carry their owner in JSON, as `ls streams` does: the clients known at
+        // subscription, then as they come and go.
+        let mut clients = if self.json {
+            self.clients()?
+        } else {
+            Vec::new()
+        };
         self.for_each_event(|ev| {
             if self.json {
-                print_json_line(&event_json(&ev))?;
+                match &ev {
+                    Event::ClientAdded(c) => clients.push(c.clone()),
+                    Event::ClientRemoved { client } => clients.retain(|c| c.id != *client),
+                    _ => {}
+                }
+                let mut v = event_json(&ev);
+                if let Event::StreamAdded(s) | Event::StreamChanged(s) = &ev {
+                    let owned = streams_json(std::slice::from_ref(s), &clients);
+                    v["data"] = owned.get(0).cloned().unwrap_or(Value::Null);
+                }
+                print_json_line(&v)?;
             } else {
                 say(event_line(&ev))?;
             }
