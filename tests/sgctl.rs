@@ -175,7 +175,7 @@ fn lists_inspects_and_controls_streams() {
     assert!(ok(&d, &["info", &format!("client:{cid}")]).contains("unverified"));
     let v = json(&d, &["info", "out"]);
     assert_eq!(v["device"]["name"], "out");
-    assert_eq!(v["device"]["kind"], "Sink");
+    assert_eq!(v["device"]["kind"], "sink");
     assert!(ok(&d, &["info", "out.monitor"]).contains("monitor"));
 
     // volume: percent, relative percent, relative dB, linear
@@ -492,7 +492,7 @@ fn watch_sees_a_stream_appear_change_and_go() {
     let subscribed = wait_for(Duration::from_secs(20), || {
         drop(d.client("probe"));
         seen.extend(rx.try_iter());
-        seen.iter().any(|l| l.contains("\"ClientAdded\""))
+        seen.iter().any(|l| l.contains("\"client_added\""))
     });
     assert!(subscribed, "sgctl watch never subscribed: {seen:?}");
     let (client, playback) = player(&d, "watched");
@@ -501,14 +501,14 @@ fn watch_sees_a_stream_appear_change_and_go() {
         let v: Value = serde_json::from_str(line).unwrap();
         v["event"] == event && (v["data"]["id"] == id || v["data"]["stream"] == id)
     };
-    expect_line(&rx, &mut seen, |l| is(l, "StreamAdded"));
+    expect_line(&rx, &mut seen, |l| is(l, "stream_added"));
     playback.set_volume(0.25).unwrap();
     expect_line(&rx, &mut seen, |l| {
-        is(l, "StreamChanged")
+        is(l, "stream_changed")
             && serde_json::from_str::<Value>(l).unwrap()["data"]["volume"] == 0.25
     });
     playback.close().unwrap();
-    expect_line(&rx, &mut seen, |l| is(l, "StreamRemoved"));
+    expect_line(&rx, &mut seen, |l| is(l, "stream_removed"));
     drop(client);
 }
 

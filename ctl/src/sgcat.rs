@@ -35,8 +35,9 @@ const CLIENT_NAME: &str = "sgcat";
 /// Play audio to a soundgate sink, or record a soundgate source.
 ///
 /// With --playback, sgcat plays FILE (or standard input when FILE is `-` or absent) into a sink.
-/// WAV and FLAC are recognised by their content; raw PCM is read with --raw, or when standard
-/// input is not a WAV or FLAC stream and --format, --rate or --channels is given. At the end of
+/// WAV, FLAC, Ogg Vorbis, MP3, AAC (ADTS) and MP4/M4A (AAC or ALAC) are recognised by their
+/// content, from a file or from standard input; raw PCM is read with --raw, or when standard
+/// input is in none of these formats and --format, --rate or --channels is given. At the end of
 /// the input sgcat waits until everything has been played, then exits.
 ///
 /// With --record, sgcat records a source (a capture device, or a sink's monitor such as
@@ -49,7 +50,7 @@ const CLIENT_NAME: &str = "sgcat";
     version,
     about = "Play audio to a soundgate sink, or record a soundgate source"
 )]
-#[command(group(ArgGroup::new("mode").required(true).args(["playback", "record"])))]
+#[command(group(ArgGroup::new("mode").required(true).args(["playback", "record", "completions"])))]
 pub struct Args {
     /// Play FILE (or standard input) into a sink.
     #[arg(short = 'p', long)]
@@ -111,6 +112,15 @@ pub struct Args {
     /// Print nothing but errors.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) and exit.
+    #[arg(
+        long,
+        value_name = "SHELL",
+        exclusive = true,
+        hide_possible_values = true
+    )]
+    pub completions: Option<clap_complete::Shell>,
 }
 
 /// The clap command, for the man page and tests.
@@ -163,7 +173,7 @@ impl Args {
         self.format.is_some() || self.rate.is_some() || self.channels.is_some()
     }
 
-    /// How to treat input that is not WAV or FLAC.
+    /// How to treat input in no known container.
     fn raw_mode(&self) -> RawMode {
         let spec = self.spec_over(FALLBACK_SPEC);
         if self.raw {
@@ -196,6 +206,23 @@ impl Args {
     }
 }
 
+/// The crates symphonia logs from (through the `log` bridge).
+const SYMPHONIA_CRATES: &[&str] = &[
+    "symphonia",
+    "symphonia_core",
+    "symphonia_metadata",
+    "symphonia_utils_xiph",
+    "symphonia_format_riff",
+    "symphonia_format_ogg",
+    "symphonia_format_isomp4",
+    "symphonia_bundle_flac",
+    "symphonia_bundle_mp3",
+    "symphonia_codec_pcm",
+    "symphonia_codec_vorbis",
+    "symphonia_codec_aac",
+    "symphonia_codec_alac",
+];
+
 /// Sends log lines to stderr at the level `-v`/`-q` choose (`RUST_LOG` overrides).
 pub fn init_logging(args: &Args) {
     // Our own crates at the chosen level; decoders and others only at warn unless -vv.
@@ -207,7 +234,15 @@ pub fn init_logging(args: &Args) {
     } else {
         "warn"
     };
-    let directives = format!("{others},sgcat={ours},soundgate_ctl={ours},soundgate_proto={ours}");
+    let mut directives =
+        format!("{others},sgcat={ours},soundgate_ctl={ours},soundgate_proto={ours}");
+    // symphonia's own log lines (`probe reach EOF`, ...) are noise for a user: a file sgcat
+    // cannot read gets one error line from sgcat. -vv shows them.
+    if args.verbose < 2 {
+        for c in SYMPHONIA_CRATES {
+            directives.push_str(&format!(",{c}=off"));
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
     // A second initialisation (in tests) is harmless, so its error is ignored.
@@ -222,6 +257,11 @@ pub fn init_logging(args: &Args) {
 
 /// Runs sgcat as `args` say.
 pub fn run(args: &Args) -> Result<()> {
+    if let Some(shell) = args.completions {
+        let mut cmd = command();
+        clap_complete::generate(shell, &mut cmd, "sgcat", &mut io::stdout());
+        return Ok(());
+    }
     if args.record {
         record(args)
     } else {

@@ -467,8 +467,89 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
+/// Version of the `--json` shapes documented in sgctl(1). Raised when a field is renamed or
+/// removed or a value changes meaning; new fields do not raise it.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Keys whose string values are names from a fixed set (enum variants on the wire).
+const ENUM_KEYS: &[&str] = &["kind", "state", "direction", "answer", "event"];
+
+/// `F32Le` → `f32le`, `NotFound` → `not_found`, `AllowOnce` → `allow_once`.
+fn value_name(key: &str, v: &str) -> String {
+    if key == "format" {
+        return v.to_ascii_lowercase();
+    }
+    let mut out = String::with_capacity(v.len() + 4);
+    for (i, c) in v.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The stable form of a document: enum values in lowercase (see [`value_name`]) and
+/// `schema_version` at the top.
+pub fn stable(v: Value) -> Value {
+    fn walk(v: Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.into_iter()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            Value::String(s)
+                                if k == "format" || ENUM_KEYS.contains(&k.as_str()) =>
+                            {
+                                Value::String(value_name(&k, &s))
+                            }
+                            other => walk(other),
+                        };
+                        (k, v)
+                    })
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.into_iter().map(walk).collect()),
+            other => other,
+        }
+    }
+    match walk(v) {
+        Value::Object(mut m) => {
+            m.insert("schema_version".into(), json!(SCHEMA_VERSION));
+            Value::Object(m)
+        }
+        other => json!({ "schema_version": SCHEMA_VERSION, "value": other }),
+    }
+}
+
+/// Stream entries with their owner's identity (`app_id`, `pid`, `uid`, `user`, `label`), so
+/// that a script needs no join; null when the owner left between the two requests.
+fn streams_json(list: &[StreamInfo], clients: &[ClientInfo]) -> Value {
+    Value::Array(
+        list.iter()
+            .map(|s| {
+                let mut v = to_json(s);
+                let owner = clients.iter().find(|c| c.id == s.client);
+                if let Value::Object(m) = &mut v {
+                    m.insert("app_id".into(), json!(owner.map(|c| &c.app_id)));
+                    m.insert("pid".into(), json!(owner.map(|c| c.pid)));
+                    m.insert("uid".into(), json!(owner.map(|c| c.uid)));
+                    m.insert("user".into(), json!(owner.and_then(|c| c.user.as_ref())));
+                    m.insert("label".into(), json!(owner.map(|c| &c.label)));
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
 /// Prints one JSON document.
 fn print_json(v: &Value) -> Result<()> {
+    let v = &stable(v.clone());
     let mut out = io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v).context("writing JSON")?;
     writeln!(out).context("writing to standard output")?;
@@ -477,6 +558,7 @@ fn print_json(v: &Value) -> Result<()> {
 
 /// Prints one JSON line (and flushes, for streaming commands).
 fn print_json_line(v: &Value) -> Result<()> {
+    let v = &stable(v.clone());
     let mut out = io::stdout().lock();
     serde_json::to_writer(&mut out, v).context("writing JSON")?;
     writeln!(out).context("writing to standard output")?;
@@ -646,12 +728,17 @@ fn audit_human(line: &str) -> String {
     out
 }
 
-fn stream_rows(list: &[StreamInfo]) -> Vec<Vec<String>> {
+fn stream_rows(list: &[StreamInfo], clients: &[ClientInfo]) -> Vec<Vec<String>> {
     list.iter()
         .map(|s| {
+            let app = clients
+                .iter()
+                .find(|c| c.id == s.client)
+                .map_or_else(|| "-".to_string(), |c| c.app_id.clone());
             vec![
                 s.id.to_string(),
                 s.client.to_string(),
+                app,
                 format!("{:?}", s.direction).to_lowercase(),
                 s.device.clone(),
                 pct(s.volume),
@@ -928,11 +1015,13 @@ impl Ctl {
         match what {
             ListWhat::Streams => {
                 let l = self.streams()?;
-                self.emit(json!({ "streams": to_json(&l) }), || {
+                let clients = self.clients()?;
+                self.emit(json!({ "streams": streams_json(&l, &clients) }), || {
                     say(table(
                         &[
                             "ID",
                             "CLIENT",
+                            "APP",
                             "DIR",
                             "DEVICE",
                             "VOLUME",
@@ -941,7 +1030,7 @@ impl Ctl {
                             "UNDERRUNS",
                             "NAME",
                         ],
-                        &stream_rows(&l),
+                        &stream_rows(&l, &clients),
                     ))
                 })
             }
@@ -1074,11 +1163,23 @@ impl Ctl {
         match id {
             Target::Stream(n) => {
                 let s = self.stream(*n)?;
-                self.emit(json!({ "stream": to_json(&s) }), || {
+                let clients = self.clients()?;
+                let v = streams_json(std::slice::from_ref(&s), &clients);
+                let v = json!({ "stream": v.get(0).cloned().unwrap_or(Value::Null) });
+                self.emit(v, || {
+                    let owner = clients.iter().find(|c| c.id == s.client);
                     let rows = vec![
                         vec!["stream".into(), s.id.to_string()],
                         vec!["name".into(), format!("{:?}", s.name)],
                         vec!["client".into(), s.client.to_string()],
+                        vec![
+                            "app id".into(),
+                            owner.map_or_else(|| "-".into(), |c| c.app_id.clone()),
+                        ],
+                        vec![
+                            "user".into(),
+                            owner.map_or_else(|| "-".into(), |c| user_of(c.uid, &c.user)),
+                        ],
                         vec![
                             "direction".into(),
                             format!("{:?}", s.direction).to_lowercase(),
@@ -1107,7 +1208,10 @@ impl Ctl {
                     .into_iter()
                     .filter(|s| s.client == c.id)
                     .collect();
-                let v = json!({ "client": to_json(&c), "streams": to_json(&streams) });
+                let v = json!({
+                    "client": to_json(&c),
+                    "streams": streams_json(&streams, std::slice::from_ref(&c)),
+                });
                 self.emit(v, || {
                     let rows = vec![
                         vec!["client".into(), c.id.to_string()],
@@ -1131,6 +1235,7 @@ impl Ctl {
                             &[
                                 "ID",
                                 "CLIENT",
+                                "APP",
                                 "DIR",
                                 "DEVICE",
                                 "VOLUME",
@@ -1139,7 +1244,7 @@ impl Ctl {
                                 "UNDERRUNS",
                                 "NAME",
                             ],
-                            &stream_rows(&streams),
+                            &stream_rows(&streams, std::slice::from_ref(&c)),
                         ))?;
                     }
                     Ok(())
@@ -1451,9 +1556,26 @@ impl Ctl {
         if let Some(hz) = meters {
             self.ok(Request::SubscribeMeters { hz })?;
         }
+        // Stream events carry their owner in JSON, as `ls streams` does: the clients known at
+        // subscription, then as they come and go.
+        let mut clients = if self.json {
+            self.clients()?
+        } else {
+            Vec::new()
+        };
         self.for_each_event(|ev| {
             if self.json {
-                print_json_line(&event_json(&ev))?;
+                match &ev {
+                    Event::ClientAdded(c) => clients.push(c.clone()),
+                    Event::ClientRemoved { client } => clients.retain(|c| c.id != *client),
+                    _ => {}
+                }
+                let mut v = event_json(&ev);
+                if let Event::StreamAdded(s) | Event::StreamChanged(s) = &ev {
+                    let owned = streams_json(std::slice::from_ref(s), &clients);
+                    v["data"] = owned.get(0).cloned().unwrap_or(Value::Null);
+                }
+                print_json_line(&v)?;
             } else {
                 say(event_line(&ev))?;
             }
@@ -1702,6 +1824,10 @@ mod tests {
         assert_eq!(
             v,
             json!({ "event": "StreamRemoved", "data": { "stream": 4 } })
+        );
+        assert_eq!(
+            stable(v),
+            json!({ "event": "stream_removed", "data": { "stream": 4 }, "schema_version": 1 })
         );
     }
 }

@@ -3,12 +3,17 @@
 //! man_page` rewrites them.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+/// The date in `.TH` (mandoc -Tlint warns about a page without one).
+const PAGE_DATE: &str = "2026-12-02";
 
 /// clap_mangen's sections for `cmd` (NAME, SYNOPSIS, DESCRIPTION, OPTIONS, SUBCOMMANDS,
 /// VERSION) followed by hand-written roff.
 fn render(cmd: clap::Command, extra: &str) -> String {
     let mut out = Vec::new();
-    clap_mangen::Man::new(cmd).render(&mut out).unwrap();
+    clap_mangen::Man::new(cmd)
+        .date(PAGE_DATE)
+        .render(&mut out)
+        .unwrap();
     let mut page = String::from_utf8(out).unwrap();
     if !page.ends_with('\n') {
         page.push('\n');

@@ -18,18 +18,19 @@ pub const SYSTEM_RUNTIME_DIR: &str = "/run/soundgate";
 #[derive(Debug, Clone, Parser)]
 #[command(name = "soundgated", version, about, long_about)]
 pub struct Args {
-    /// Directory for the sockets (`native`); default /run/soundgate as root, else
-    /// $XDG_RUNTIME_DIR/soundgate.
+    /// Directory for the sockets (`native`, `admin`); default $RUNTIME_DIRECTORY (set by
+    /// systemd), else /run/soundgate as root, else $XDG_RUNTIME_DIR/soundgate.
     #[arg(long, value_name = "DIR")]
     pub runtime_dir: Option<PathBuf>,
 
-    /// Directory for persistent state (grants, audit log); default /var/lib/soundgate as root,
-    /// else the per-user data directory.
+    /// Directory for persistent state (grants, audit log); default $STATE_DIRECTORY (set by
+    /// systemd), else /var/lib/soundgate as root, else the per-user data directory.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// Configuration file; default /etc/soundgate/soundgate.toml as root, else the per-user
-    /// config directory. A missing default file means built-in defaults (one null sink); a
+    /// Configuration file; default soundgate.toml in $CONFIGURATION_DIRECTORY (set by
+    /// systemd), else /etc/soundgate/soundgate.toml as root, else in the per-user config
+    /// directory. A missing default file means built-in defaults (one null sink); a
     /// missing file named here is an error.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -57,8 +58,26 @@ pub struct Paths {
 }
 
 impl Args {
-    /// Resolves defaults: system paths for root, per-user paths otherwise.
+    /// Resolves defaults: the directories systemd hands a service (`RUNTIME_DIRECTORY`,
+    /// `STATE_DIRECTORY`, `CONFIGURATION_DIRECTORY`), else system paths for root, per-user
+    /// paths otherwise. Flags always win.
     pub fn paths(&self) -> Paths {
+        self.paths_with(|name| std::env::var_os(name))
+    }
+
+    /// [`Args::paths`] with the environment read through `env`.
+    pub fn paths_with(&self, env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Paths {
+        // systemd sets each variable to a colon-separated list of absolute paths, one per
+        // directory the unit names; soundgate's unit names one.
+        let from_systemd = |name: &str| {
+            let value = env(name)?;
+            let first = value.to_str()?.split(':').next()?.to_string();
+            let path = PathBuf::from(first);
+            path.is_absolute().then_some(path)
+        };
+        let runtime_systemd = from_systemd("RUNTIME_DIRECTORY");
+        let state_systemd = from_systemd("STATE_DIRECTORY");
+        let config_systemd = from_systemd("CONFIGURATION_DIRECTORY");
         let system = nix::unistd::geteuid().is_root();
         let user = directories::ProjectDirs::from("", "", "soundgate");
         let runtime_default = || {
@@ -80,9 +99,21 @@ impl Args {
             _ => PathBuf::from(SYSTEM_CONFIG),
         };
         Paths {
-            runtime_dir: self.runtime_dir.clone().unwrap_or_else(runtime_default),
-            state_dir: self.state_dir.clone().unwrap_or_else(state_default),
-            config: self.config.clone().unwrap_or_else(config_default),
+            runtime_dir: self
+                .runtime_dir
+                .clone()
+                .or(runtime_systemd)
+                .unwrap_or_else(runtime_default),
+            state_dir: self
+                .state_dir
+                .clone()
+                .or(state_systemd)
+                .unwrap_or_else(state_default),
+            config: self
+                .config
+                .clone()
+                .or(config_systemd.map(|d| d.join("soundgate.toml")))
+                .unwrap_or_else(config_default),
             config_explicit: self.config.is_some(),
         }
     }
@@ -120,6 +151,31 @@ mod tests {
         assert_eq!(p.config, PathBuf::from("/tmp/c.toml"));
         assert!(p.config_explicit);
         assert_eq!(a.verbose, 2);
+    }
+
+    #[test]
+    fn systemd_directories_are_used_unless_flags_say_otherwise() {
+        let env = |name: &str| {
+            let v = match name {
+                "RUNTIME_DIRECTORY" => "/run/soundgate",
+                "STATE_DIRECTORY" => "/var/lib/soundgate:/var/lib/other",
+                "CONFIGURATION_DIRECTORY" => "/etc/soundgate",
+                _ => return None,
+            };
+            Some(std::ffi::OsString::from(v))
+        };
+        let p = Args::parse_from(["soundgated"]).paths_with(env);
+        assert_eq!(p.runtime_dir, PathBuf::from("/run/soundgate"));
+        assert_eq!(p.state_dir, PathBuf::from("/var/lib/soundgate"));
+        assert_eq!(p.config, PathBuf::from("/etc/soundgate/soundgate.toml"));
+        // A missing file there means built-in defaults, as for the usual default path.
+        assert!(!p.config_explicit);
+        let p = Args::parse_from(["soundgated", "--runtime-dir", "/tmp/r"]).paths_with(env);
+        assert_eq!(p.runtime_dir, PathBuf::from("/tmp/r"));
+        // A relative value is not systemd's and is ignored.
+        let p = Args::parse_from(["soundgated"])
+            .paths_with(|n| (n == "STATE_DIRECTORY").then(|| "rel/dir".into()));
+        assert_ne!(p.state_dir, PathBuf::from("rel/dir"));
     }
 
     #[test]

@@ -153,10 +153,12 @@ fn run(args: Args) -> Result<()> {
         ));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing SIGTERM handler")?;
+        soundgated::notify::ready();
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             r = tokio::signal::ctrl_c() => { r.context("waiting for SIGINT")?; tracing::info!("SIGINT: shutting down") }
         }
+        soundgated::notify::stopping();
         serve.abort();
         serve_admin.abort();
         anyhow::Ok(())

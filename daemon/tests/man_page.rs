@@ -5,6 +5,8 @@
 const EXTRA: &str = include_str!("../man/soundgated.extra.roff");
 /// The committed page.
 const PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../man/soundgated.8");
+/// The date in `.TH` (mandoc -Tlint warns about a page without one).
+const PAGE_DATE: &str = "2026-12-02";
 
 /// clap_mangen's sections (NAME, SYNOPSIS, DESCRIPTION, OPTIONS, VERSION), then the hand-written
 /// ones. The same ten lines render sgcat(1) in ctl/tests/man_page.rs: the crates share no
@@ -13,6 +15,7 @@ fn render(cmd: clap::Command, extra: &str) -> String {
     let mut out = Vec::new();
     clap_mangen::Man::new(cmd)
         .section("8")
+        .date(PAGE_DATE)
         .render(&mut out)
         .expect("rendering to memory cannot fail");
     let mut page = String::from_utf8(out).expect("clap_mangen writes UTF-8");

@@ -8,10 +8,15 @@ use std::path::Path;
 const EXTRA: &str = include_str!("../man/sgtop.extra.roff");
 /// The committed page.
 const PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../man/sgtop.1");
+/// The date in `.TH` (mandoc -Tlint warns about a page without one).
+const PAGE_DATE: &str = "2026-12-02";
 
 fn render(cmd: clap::Command, extra: &str) -> String {
     let mut out = Vec::new();
-    clap_mangen::Man::new(cmd).render(&mut out).unwrap();
+    clap_mangen::Man::new(cmd)
+        .date(PAGE_DATE)
+        .render(&mut out)
+        .unwrap();
     let mut page = String::from_utf8(out).unwrap();
     if !page.ends_with('\n') {
         page.push('\n');
