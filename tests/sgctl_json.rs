@@ -41,6 +41,10 @@ decision = "ask"
 /// Numbers that differ from run to run (ids, pids, counters, levels, times, sizes).
 const VOLATILE: &[&str] = &[
     "id",
+    "count",
+    "engine_held",
+    "engine_streams",
+    "wakeups",
     "client",
     "pid",
     "stream",
@@ -72,7 +76,15 @@ const VOLATILE: &[&str] = &[
 ];
 
 /// String fields that hold times.
-const TIMES: &[&str] = &["time", "ts", "at", "since", "deadline_unix_ms"];
+const TIMES: &[&str] = &[
+    "time",
+    "ts",
+    "at",
+    "since",
+    "deadline_unix_ms",
+    "first",
+    "last",
+];
 
 fn normalise(v: &mut Value, dir: &str, bindir: &str) {
     match v {
