@@ -1,8 +1,8 @@
 //! A malicious server must not crash a client: the client library against a fake server that
 //! answers a record request with a ring memfd that does not match the geometry it claims.
 //! (Found while writing the `client_replies` fuzz target, whose seed `short-memfd` reproduces
-//! it: the library mapped the server's memfd without checking its size or seals, so a short
-//! one killed the client with SIGBUS on its first read of the ring header.)
+//! it: the library mapped the server's memfd without checking its size or seals, so a forged
+//! ring on a memfd shorter than its geometry killed the client with SIGBUS on its first read.)
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
@@ -36,7 +36,29 @@ fn ring_fd(kind: RingFd) -> OwnedFd {
             ring::Ring::init(map, CAPACITY, SPEC.frame_bytes()).unwrap();
             fd
         }
-        RingFd::Short => shm::create_sealed("fake-ring", 64).unwrap(),
+        RingFd::Short => {
+            // A valid header claiming CAPACITY frames, written up to frame 4000, on one page:
+            // the frames it claims past the page are not there.
+            let m = memfd::MemfdOptions::default()
+                .allow_sealing(true)
+                .create("fake-ring")
+                .unwrap();
+            let mut header = [0u8; ring::HEADER_BYTES];
+            header[0..4].copy_from_slice(&ring::MAGIC.to_le_bytes());
+            header[4..8].copy_from_slice(&ring::RING_VERSION.to_le_bytes());
+            header[8..16].copy_from_slice(&CAPACITY.to_le_bytes());
+            header[16..20].copy_from_slice(&(SPEC.frame_bytes() as u32).to_le_bytes());
+            header[64..72].copy_from_slice(&4000u64.to_le_bytes());
+            std::io::Write::write_all(&mut m.as_file(), &header).unwrap();
+            m.as_file().set_len(4096).unwrap();
+            m.add_seals(&[
+                memfd::FileSeal::SealShrink,
+                memfd::FileSeal::SealGrow,
+                memfd::FileSeal::SealSeal,
+            ])
+            .unwrap();
+            m.into_file().into()
+        }
         RingFd::Unsealed => {
             let m = memfd::MemfdOptions::default().create("fake-ring").unwrap();
             m.as_file().set_len(size as u64).unwrap();

@@ -60,8 +60,9 @@ fn serve(listener: OwnedFd, scripts: mpsc::Receiver<Vec<Datagram>>) {
         let conn = unsafe { OwnedFd::from_raw_fd(raw) };
         let sock = SeqPacket::from(conn.try_clone().expect("dup"));
         for d in script {
-            // An honest record ring: 64 frames of s16 stereo (what the seeds ask for).
-            let honest = Some((256 + 64 * 4, Some((64u64, 4usize))));
+            // An honest record ring: 4800 frames of s16 stereo (what the seeds ask for), larger
+            // than a page, so a forged short one has data past its end.
+            let honest = Some((256 + 4800 * 4, Some((4800u64, 4usize))));
             let fds: Vec<OwnedFd> = d.fds.iter().filter_map(|k| k.make(honest)).collect();
             let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
             if sock.send(&d.bytes, &borrowed).is_err() {

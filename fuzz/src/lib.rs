@@ -46,6 +46,20 @@ pub enum FdKind {
     Unsealed,
     /// A sealed memfd of a size chosen by the input (0..=65535 bytes).
     Sized(usize),
+    /// A sealed memfd of a size chosen by the input holding a valid ring header for the honest
+    /// geometry, with a write index chosen by the input: a forged ring.
+    Forged { size: usize, write: u64 },
+}
+
+fn take_u16(data: &mut &[u8]) -> u16 {
+    match data {
+        [a, b, rest @ ..] => {
+            let v = u16::from_le_bytes([*a, *b]);
+            *data = rest;
+            v
+        }
+        _ => 0,
+    }
 }
 
 impl FdKind {
@@ -53,21 +67,16 @@ impl FdKind {
     pub fn take(data: &mut &[u8]) -> Option<FdKind> {
         let (&k, rest) = data.split_first()?;
         *data = rest;
-        Some(match k % 5 {
+        Some(match k % 6 {
             0 => FdKind::Honest,
             1 => FdKind::EventFd,
             2 => FdKind::DevNull,
             3 => FdKind::Unsealed,
+            4 => FdKind::Sized(take_u16(data) as usize),
             _ => {
-                let size = match data {
-                    [a, b, rest @ ..] => {
-                        let s = u16::from_le_bytes([*a, *b]) as usize;
-                        *data = rest;
-                        s
-                    }
-                    _ => 0,
-                };
-                FdKind::Sized(size)
+                let size = take_u16(data) as usize;
+                let write = u64::from(take_u16(data));
+                FdKind::Forged { size, write }
             }
         })
     }
@@ -102,6 +111,31 @@ impl FdKind {
                     .create("fuzz-unsealed")
                     .ok()?;
                 m.as_file().set_len(size as u64).ok()?;
+                Some(m.into_file().into())
+            }
+            FdKind::Forged { size, write } => {
+                let (_, geometry) = honest?;
+                let (capacity, frame_bytes) = geometry?;
+                let m = memfd::MemfdOptions::default()
+                    .allow_sealing(true)
+                    .close_on_exec(true)
+                    .create("fuzz-forged")
+                    .ok()?;
+                let mut header = vec![0u8; ring::HEADER_BYTES.min(size.max(72))];
+                header[0..4].copy_from_slice(&ring::MAGIC.to_le_bytes());
+                header[4..8].copy_from_slice(&ring::RING_VERSION.to_le_bytes());
+                header[8..16].copy_from_slice(&capacity.to_le_bytes());
+                header[16..20].copy_from_slice(&(frame_bytes as u32).to_le_bytes());
+                header[64..72].copy_from_slice(&write.to_le_bytes());
+                use std::io::Write;
+                m.as_file().write_all(&header).ok()?;
+                m.as_file().set_len(size as u64).ok()?;
+                m.add_seals(&[
+                    memfd::FileSeal::SealShrink,
+                    memfd::FileSeal::SealGrow,
+                    memfd::FileSeal::SealSeal,
+                ])
+                .ok()?;
                 Some(m.into_file().into())
             }
             FdKind::Sized(size) => {

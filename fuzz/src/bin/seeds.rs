@@ -315,13 +315,21 @@ fn write_seeds() {
         (none.clone(), reply(13, Reply::ServerInfo(info()))),
         (none.clone(), sources(14)),
     ];
-    let tail = |fds: Vec<u8>| vec![(fds, created(15, 64)), (none.clone(), reply(16, Reply::Ok))];
+    let tail = |fds: Vec<u8>| vec![(fds, created(15, 4800)), (none.clone(), reply(16, Reply::Ok))];
     let mut good = honest.clone();
     good.extend(tail(vec![0, 1]));
     write(&dir, "client_replies", "honest", &encode_script(&good));
-    // A record ring far smaller than the capacity it claims (the SIGBUS regression).
+    // A forged record ring: a valid header claiming 4800 frames, written up to frame 4000, on
+    // a memfd of one page (the SIGBUS regression: the data past the page is not there).
     let mut short = honest.clone();
-    short.extend(tail(vec![4, 16, 0, 1]));
+    let forged = [
+        [5u8].as_slice(),
+        &4096u16.to_le_bytes(),
+        &4000u16.to_le_bytes(),
+        &[1],
+    ]
+    .concat();
+    short.extend(tail(forged));
     write(
         &dir,
         "client_replies",
