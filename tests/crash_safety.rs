@@ -534,7 +534,9 @@ fn torn_audit_line_stays_alone() {
         .unwrap_or_else(|| panic!("the fragment is not a line of its own: {tail:#?}"));
     let later: Vec<&String> = tail[at + 1..].iter().collect();
     assert!(
-        later.iter().any(|l| l.contains("\"decision\":\"grant:allow\"")),
+        later
+            .iter()
+            .any(|l| l.contains("\"decision\":\"grant:allow\"")),
         "the record after the fragment is missing: {tail:#?}"
     );
     for l in tail.iter().filter(|l| *l != fragment) {
