@@ -1,8 +1,9 @@
 //! A malicious server must not crash a client: the client library against a fake server that
 //! answers a record request with a ring memfd that does not match the geometry it claims.
-//! (Found while writing the `client_replies` fuzz target, whose seed `short-memfd` reproduces
-//! it: the library mapped the server's memfd without checking its size or seals, so a forged
-//! ring on a memfd shorter than its geometry killed the client with SIGBUS on its first read.)
+//! (Found while writing the `client_replies` fuzz target, whose seed `short-memfd` sends the
+//! same forged ring: the library mapped the server's memfd without checking its size or
+//! seals, so a valid header on a memfd shorter than its geometry killed the client with SIGBUS
+//! on its first read of the data.)
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
