@@ -14,7 +14,7 @@
 //!   shows a line that is not JSON raw), see `torn_audit_line_stays_alone`.
 //!
 //! CI runs a few dozen kills. The long form (the issue asks for at least 1000):
-//! `SOUNDGATE_LONG=1 cargo test --release --test crash_safety -- --nocapture`
+//! `cargo build --workspace && SOUNDGATE_LONG=1 cargo test --test crash_safety -- --nocapture`
 //! (`SOUNDGATE_KILLS=N` sets the count; `SOUNDGATE_SEED=S` replays a run).
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
