@@ -215,7 +215,7 @@ fn write_seeds() {
     }
 
     let err = WireError::new(ErrorKind::Denied, "recording needs a grant");
-    let server_msgs = vec![
+    let server_msgs = [
         ServerMsg::Reply {
             id: 1,
             result: Ok(Reply::Hello {
@@ -315,7 +315,12 @@ fn write_seeds() {
         (none.clone(), reply(13, Reply::ServerInfo(info()))),
         (none.clone(), sources(14)),
     ];
-    let tail = |fds: Vec<u8>| vec![(fds, created(15, 4800)), (none.clone(), reply(16, Reply::Ok))];
+    let tail = |fds: Vec<u8>| {
+        vec![
+            (fds, created(15, 4800)),
+            (none.clone(), reply(16, Reply::Ok)),
+        ]
+    };
     let mut good = honest.clone();
     good.extend(tail(vec![0, 1]));
     write(&dir, "client_replies", "honest", &encode_script(&good));
