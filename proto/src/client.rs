@@ -510,6 +510,9 @@ impl Client {
             .pop()
             .ok_or_else(|| ClientError::Protocol("missing memfd".into()))?;
         let size = ring::ring_bytes(capacity_frames, ring_spec.frame_bytes())?;
+        // The server is not trusted either: a memfd shorter than the geometry it claims (or one
+        // it could still shrink) would fault (SIGBUS) on the first read past its end.
+        shm::verify_sealed(memfd.as_fd(), size)?;
         let ring = Ring::attach(
             Mapping::new(memfd.as_fd(), size, false)?,
             capacity_frames,

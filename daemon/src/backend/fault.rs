@@ -14,14 +14,35 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Default)]
 pub struct FaultPlan {
     once: AtomicI32,
+    burst_errno: AtomicI32,
+    burst_left: AtomicU64,
     gone: AtomicBool,
     injected: AtomicU64,
+    opens: AtomicU64,
 }
 
 impl FaultPlan {
     /// The next read or write fails once with `errno` (e.g. `libc::EPIPE`, `libc::ESTRPIPE`).
     pub fn inject_once(&self, errno: i32) {
         self.once.store(errno, Ordering::Release);
+    }
+
+    /// The next `count` reads or writes fail with `errno` (a storm, e.g. of `libc::EAGAIN`).
+    /// A pending [`FaultPlan::inject_once`] error comes first.
+    pub fn inject_burst(&self, errno: i32, count: u64) {
+        self.burst_left.store(0, Ordering::Release);
+        self.burst_errno.store(errno, Ordering::Release);
+        self.burst_left.store(count, Ordering::Release);
+    }
+
+    /// I/Os of the current burst still to fail.
+    pub fn burst_left(&self) -> u64 {
+        self.burst_left.load(Ordering::Acquire)
+    }
+
+    /// Whether the error queued by [`FaultPlan::inject_once`] is still waiting for an I/O.
+    pub fn once_pending(&self) -> bool {
+        self.once.load(Ordering::Acquire) != 0
     }
 
     /// While `gone`, every I/O fails with `ENODEV` and opening the device fails with `ENODEV`,
@@ -35,6 +56,12 @@ impl FaultPlan {
         self.gone.load(Ordering::Acquire)
     }
 
+    /// Times the device was opened or an open was attempted (the first open and every reopen
+    /// after a fault, successful or not).
+    pub fn opens(&self) -> u64 {
+        self.opens.load(Ordering::Acquire)
+    }
+
     /// Errors injected so far.
     pub fn injected(&self) -> u64 {
         self.injected.load(Ordering::Relaxed)
@@ -46,11 +73,21 @@ impl FaultPlan {
             return Some(libc::ENODEV);
         }
         match self.once.swap(0, Ordering::AcqRel) {
-            0 => None,
+            0 => {}
             e => {
+                self.injected.fetch_add(1, Ordering::Relaxed);
+                return Some(e);
+            }
+        }
+        let took = self
+            .burst_left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        match (took, self.burst_errno.load(Ordering::Acquire)) {
+            (Ok(_), e) if e != 0 => {
                 self.injected.fetch_add(1, Ordering::Relaxed);
                 Some(e)
             }
+            _ => None,
         }
     }
 }
@@ -81,8 +118,11 @@ fn lookup(device: &str) -> Option<Arc<FaultPlan>> {
 }
 
 /// Called when opening `device`: `Some(ENODEV)` if a test has "unplugged" it.
+/// Counts the attempt.
 pub(crate) fn open_blocked(device: &str) -> Option<i32> {
-    lookup(device).filter(|p| p.gone()).map(|_| libc::ENODEV)
+    let plan = lookup(device)?;
+    plan.opens.fetch_add(1, Ordering::AcqRel);
+    plan.gone().then_some(libc::ENODEV)
 }
 
 /// Called once per open: wraps `io` if a test registered a plan for `device`.

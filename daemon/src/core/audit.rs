@@ -119,8 +119,14 @@ impl AuditLog {
                 .create(dir)
                 .map_err(open_err)?;
         }
-        let file = open_append(path).map_err(open_err)?;
-        let size = file.metadata().map_err(open_err)?.len();
+        let mut file = open_append(path).map_err(open_err)?;
+        let mut size = file.metadata().map_err(open_err)?.len();
+        // A crash mid-append can leave a torn last line: end it, so the next record starts on
+        // a line of its own (readers then see one bad line, never a record glued to it).
+        if size > 0 && last_byte(path).map_err(open_err)? != b'\n' {
+            file.write_all(b"\n").map_err(open_err)?;
+            size += 1;
+        }
         Ok(AuditLog {
             path: path.to_path_buf(),
             file,
@@ -489,6 +495,15 @@ fn open_append(path: &Path) -> io::Result<File> {
         file.set_permissions(fs::Permissions::from_mode(0o600))?;
     }
     Ok(file)
+}
+
+/// The last byte of the file at `path` (which is not empty).
+fn last_byte(path: &Path) -> io::Result<u8> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::End(-1))?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b)?;
+    Ok(b[0])
 }
 
 /// `PATH.i`.
