@@ -32,6 +32,8 @@ pub struct Config {
     pub prompts: PromptsConfig,
     /// Who may use the admin socket besides root.
     pub admin: AdminConfig,
+    /// The PulseAudio-protocol socket (`[pulse]`).
+    pub pulse: PulseConfig,
     /// The file it came from (`None` for the built-in default).
     pub source_path: Option<PathBuf>,
 }
@@ -129,6 +131,29 @@ impl Default for AdminConfig {
         AdminConfig {
             group: "soundgate-admin".to_string(),
             uids: Vec::new(),
+        }
+    }
+}
+
+/// The PulseAudio-protocol socket (`[pulse]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PulseConfig {
+    /// Listen on `<runtime-dir>/pulse/native`.
+    pub enabled: bool,
+    /// Per-uid budget of samples per second (frames × channels, counted at the client's and
+    /// the sink's rate) the pulse transport converts for that uid's streams.
+    pub convert_samples_per_sec: u64,
+}
+
+/// Default conversion budget: 16 stereo 48 kHz streams resampled to 48 kHz, counted on both
+/// sides (16 × 2 × 48000 × 2), so a desktop plays a dozen such streams with room to spare.
+pub const DEFAULT_CONVERT_BUDGET: u64 = 16 * 2 * 48_000 * 2;
+
+impl Default for PulseConfig {
+    fn default() -> PulseConfig {
+        PulseConfig {
+            enabled: true,
+            convert_samples_per_sec: DEFAULT_CONVERT_BUDGET,
         }
     }
 }
@@ -250,6 +275,7 @@ impl Config {
         let engine = cx.engine(raw.engine)?;
         let prompts = cx.prompts(raw.prompts)?;
         let admin = cx.admin(raw.admin)?;
+        let pulse = cx.pulse(raw.pulse)?;
         let limits = cx.limits(raw.limits)?;
         let mut sinks = cx.sinks(&raw.sink, "sink")?;
         if sinks.is_empty() {
@@ -269,6 +295,7 @@ impl Config {
             engine,
             prompts,
             admin,
+            pulse,
             source_path: Some(origin.to_path_buf()),
         })
     }
@@ -294,6 +321,7 @@ impl Config {
             engine: EngineConfig::default(),
             prompts: PromptsConfig::default(),
             admin: AdminConfig::default(),
+            pulse: PulseConfig::default(),
             source_path: None,
         }
     }
@@ -312,6 +340,7 @@ struct RawConfig {
     engine: Option<RawEngine>,
     prompts: Option<RawPrompts>,
     admin: Option<RawAdmin>,
+    pulse: Option<RawPulse>,
     limits: Option<RawLimits>,
     #[serde(default)]
     sink: Vec<Spanned<RawSink>>,
@@ -326,6 +355,13 @@ struct RawConfig {
 struct RawAdmin {
     group: Option<Spanned<String>>,
     uids: Option<Spanned<Vec<i64>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPulse {
+    enabled: Option<bool>,
+    convert_samples_per_sec: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -431,6 +467,28 @@ impl Cx<'_> {
                 .collect::<Result<_, _>>()?;
         }
         Ok(admin)
+    }
+
+    fn pulse(&self, raw: Option<RawPulse>) -> Result<PulseConfig, ConfigError> {
+        let mut pulse = PulseConfig::default();
+        let Some(raw) = raw else {
+            return Ok(pulse);
+        };
+        if let Some(on) = raw.enabled {
+            pulse.enabled = on;
+        }
+        if let Some(b) = raw.convert_samples_per_sec {
+            match u64::try_from(*b.get_ref()) {
+                Ok(n @ 1..=1_000_000_000) => pulse.convert_samples_per_sec = n,
+                _ => {
+                    return Err(self.err(
+                        b.span(),
+                        "pulse: convert_samples_per_sec must be 1..=1000000000",
+                    ))
+                }
+            }
+        }
+        Ok(pulse)
     }
 
     fn prompts(&self, raw: Option<RawPrompts>) -> Result<PromptsConfig, ConfigError> {

@@ -5,7 +5,7 @@ use clap::Parser;
 use soundgated::cli::Args;
 use soundgated::config::Config;
 use soundgated::core::Core;
-use soundgated::transport::{self, AdminAccess, Socket};
+use soundgated::transport::{self, pulse, AdminAccess, Socket};
 
 /// Resolves the admin group; a system without it has root as the only administrator.
 fn admin_access(admin: &soundgated::config::AdminConfig) -> AdminAccess {
@@ -110,6 +110,14 @@ fn run(args: Args) -> Result<()> {
             nix::unistd::chown(&admin, None, Some(nix::unistd::Gid::from_raw(gid)))
                 .with_context(|| format!("giving {} to group {}", admin.display(), config.admin.group))?;
         }
+        let pulse = if config.pulse.enabled {
+            let listener = pulse::bind(&paths.runtime_dir)?;
+            let shared = pulse::Pulse::new(Arc::clone(&core), config.pulse.convert_samples_per_sec, config.limits.max_latency_ms);
+            tracing::info!(socket = %pulse::socket_path(&paths.runtime_dir).display(), "PulseAudio-protocol socket ready");
+            Some(tokio::spawn(pulse::serve(shared, listener, Arc::new(pulse::AdmitAll))))
+        } else {
+            None
+        };
         transport::spawn_housekeeping(&core).context("watching sinks")?;
         tracing::info!(socket = %native.display(), admin = %admin.display(), "soundgated ready");
         let serve = tokio::spawn(transport::serve(Arc::clone(&core), listener, Socket::Native));
@@ -123,10 +131,16 @@ fn run(args: Args) -> Result<()> {
         }
         serve.abort();
         serve_admin.abort();
+        if let Some(p) = pulse {
+            p.abort();
+        }
         anyhow::Ok(())
     });
     let _ = std::fs::remove_file(&native);
     let _ = std::fs::remove_file(&admin);
+    if config.pulse.enabled {
+        let _ = std::fs::remove_file(pulse::socket_path(&paths.runtime_dir));
+    }
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     match Arc::try_unwrap(core) {
         Ok(core) => core.shutdown(),

@@ -7,6 +7,8 @@
 //! a `protocol` error reply and ends that connection; nothing a client sends can reach another
 //! client's task.
 
+pub mod pulse;
+
 use crate::core::{Core, Handled, Outcome, Parked, EVENT_QUEUE};
 use crate::identity;
 use soundgate_proto::sock::{self, recv_buffer, AsyncSeqPacket, SeqPacketListener, SockError};
