@@ -314,6 +314,54 @@ impl Remix {
     }
 }
 
+/// A sample format by its PulseAudio name (`s16le`, `float32le`, `s24-32le`, `aLaw`, ...).
+pub fn format_by_name(name: &str) -> Option<SampleFormat> {
+    use SampleFormat as F;
+    Some(match name {
+        "u8" => F::U8,
+        "aLaw" | "alaw" => F::Alaw,
+        "uLaw" | "ulaw" => F::Ulaw,
+        "s16le" => F::S16Le,
+        "s16be" => F::S16Be,
+        "float32le" => F::Float32Le,
+        "float32be" => F::Float32Be,
+        "s32le" => F::S32Le,
+        "s32be" => F::S32Be,
+        "s24le" => F::S24Le,
+        "s24be" => F::S24Be,
+        "s24-32le" => F::S24In32Le,
+        "s24-32be" => F::S24In32Be,
+        _ => return None,
+    })
+}
+
+/// A channel position by its PulseAudio name (`front-left`, `lfe`, ...).
+pub fn position_by_name(name: &str) -> Option<ChannelPosition> {
+    use ChannelPosition as P;
+    Some(match name {
+        "mono" => P::Mono,
+        "front-left" | "left" => P::FrontLeft,
+        "front-right" | "right" => P::FrontRight,
+        "front-center" | "center" => P::FrontCenter,
+        "rear-center" => P::RearCenter,
+        "rear-left" => P::RearLeft,
+        "rear-right" => P::RearRight,
+        "lfe" | "subwoofer" => P::Lfe,
+        "front-left-of-center" => P::FrontLeftOfCenter,
+        "front-right-of-center" => P::FrontRightOfCenter,
+        "side-left" => P::SideLeft,
+        "side-right" => P::SideRight,
+        "top-center" => P::TopCenter,
+        "top-front-left" => P::TopFrontLeft,
+        "top-front-right" => P::TopFrontRight,
+        "top-front-center" => P::TopFrontCenter,
+        "top-rear-left" => P::TopRearLeft,
+        "top-rear-right" => P::TopRearRight,
+        "top-rear-center" => P::TopRearCenter,
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -491,6 +491,7 @@ impl Conn {
     }
 
     fn error(&mut self, tag: u32, e: PulseError) {
+        tracing::debug!(pid = self.pid, tag, "pulse: error reply: {e}");
         let _ = pa::write_error(&mut self.out, tag, &e);
     }
 
@@ -1221,7 +1222,23 @@ impl Conn {
             + u64::from(dev.rate) * u64::from(dev.channels)
     }
 
-    fn create_playback(&mut self, tag: u32, p: pa::PlaybackStreamParams) {
+    fn create_playback(&mut self, tag: u32, mut p: pa::PlaybackStreamParams) {
+        let mut format = pa::FormatInfo::new(pa::FormatEncoding::Pcm);
+        if p.sample_spec.format == pa::SampleFormat::Invalid || p.sample_spec.sample_rate == 0 {
+            // pa_stream_new_extended (mpv, browsers): the spec travels as a PCM format info.
+            match p
+                .formats
+                .iter()
+                .find_map(|f| pcm_format(f).map(|s| (s, f.clone())))
+            {
+                Some(((spec, map), f)) => {
+                    p.sample_spec = spec;
+                    p.channel_map = map;
+                    format = f;
+                }
+                None => return self.error(tag, PulseError::NotSupported),
+            }
+        }
         let map = if p.channel_map.num_channels() == 0 {
             convert::default_map(p.sample_spec.channels)
         } else {
@@ -1327,7 +1344,7 @@ impl Conn {
             sink_index,
             sink_name: Some(info::cstr(&sink.name)),
             suspended: sink.suspended,
-            format: pa::FormatInfo::new(pa::FormatEncoding::Pcm),
+            format,
         };
         self.plays.insert(channel, play);
         self.reply(tag, &reply);
@@ -1638,6 +1655,43 @@ impl Conn {
             index: Some(index),
         }));
     }
+}
+
+/// The sample spec and channel map a PCM format info describes (its `format.*` properties,
+/// JSON-quoted strings and numbers).
+fn pcm_format(f: &pa::FormatInfo) -> Option<(pa::SampleSpec, pa::ChannelMap)> {
+    if f.encoding != pa::FormatEncoding::Pcm {
+        return None;
+    }
+    let get = |k: &str| {
+        f.props
+            .get_bytes(info::cstr(k))
+            .map(|v| text(v).trim().trim_matches('"').to_string())
+    };
+    let format = convert::format_by_name(&get("format.sample_format")?)?;
+    let rate: u32 = get("format.rate")?.parse().ok()?;
+    let channels: u8 = get("format.channels")?.parse().ok()?;
+    let map = match get("format.channel_map") {
+        Some(m) => {
+            let positions: Option<Vec<_>> = m.split(',').map(convert::position_by_name).collect();
+            match positions {
+                Some(p) if p.len() == usize::from(channels) && p.len() <= 32 => {
+                    pa::ChannelMap::new(p)
+                }
+                _ => convert::default_map(channels),
+            }
+        }
+        None => convert::default_map(channels),
+    };
+    if channels == 0 || channels > convert::MAX_CHANNELS {
+        return None;
+    }
+    let spec = pa::SampleSpec {
+        format,
+        channels,
+        sample_rate: rate,
+    };
+    Some((spec, map))
 }
 
 fn stream_facility(d: Direction) -> pa::SubscriptionEventFacility {
