@@ -10,7 +10,7 @@ use common::{channel, dominant_frequency, read_wav, tone, wait_for, write_wav, D
 use soundgate_proto::wire::{PromptAnswer, Reply, Request};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -242,4 +242,465 @@ fn disabled_means_no_pulse_socket() {
     let d = Daemon::start(&format!("[pulse]\nenabled = false\n{FILE_SINK}"));
     assert!(d.socket().exists());
     assert!(!pulse_socket(&d).exists(), "no pulse socket when disabled");
+}
+
+const TWO_SINKS: &str = r#"
+[[sink]]
+name = "out"
+backend = "null"
+default = true
+
+[[sink]]
+name = "other"
+backend = "null"
+"#;
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `pactl ARGS` fails with "Access denied".
+fn denied(d: &Daemon, args: &[&str]) {
+    let o = pactl(d, args);
+    assert!(!o.status.success(), "pactl {args:?} succeeded");
+    assert!(
+        stderr(&o).contains("Access denied"),
+        "pactl {args:?}: {}",
+        stderr(&o)
+    );
+}
+
+/// Every stream on the server, as the admin socket sees it.
+fn all_streams(d: &Daemon) -> Vec<soundgate_proto::wire::StreamInfo> {
+    match d
+        .admin("check")
+        .request(Request::ListStreams, &[])
+        .unwrap()
+        .0
+    {
+        Reply::Streams(v) => v,
+        r => panic!("{r:?}"),
+    }
+}
+
+#[test]
+fn admin_commands_and_other_clients_streams_are_refused_and_nothing_changes() {
+    let d = Daemon::start(TWO_SINKS);
+    std::fs::create_dir_all(d.path("home")).unwrap();
+    // Another client plays: pacat from a pipe that stays open.
+    let mut pacat = tool(&d, "pacat");
+    pacat.args([
+        "--playback",
+        "--rate=48000",
+        "--channels=2",
+        "--format=s16le",
+    ]);
+    pacat
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut victim = pacat.spawn().unwrap();
+    let mut feed = victim.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = s16_bytes(&common::sine(440.0, 48_000, 4_800, 0.1, 2));
+        while feed.write_all(&chunk).is_ok() {}
+    });
+    assert!(
+        wait_for(Duration::from_secs(10), || !all_streams(&d).is_empty()),
+        "pacat's stream never appeared"
+    );
+    let theirs = all_streams(&d).pop().unwrap();
+    let id = theirs.id.to_string();
+    // Invisible to another pulse client …
+    let list = pactl_ok(&d, &["list", "short", "sink-inputs"]);
+    assert!(
+        list.trim().is_empty(),
+        "another client's stream is listed: {list}"
+    );
+    let json = pactl_ok(&d, &["--format=json", "list", "sink-inputs"]);
+    assert_eq!(json.trim(), "[]", "{json}");
+    // … and out of its reach.
+    denied(&d, &["set-sink-input-mute", &id, "1"]);
+    // pactl reads the stream's info before setting a volume: it is not there to read.
+    let o = pactl(&d, &["set-sink-input-volume", &id, "10%"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("No such entity"),
+        "{o:?}"
+    );
+    // pactl 16 has no kill-sink-input: KILL_SINK_INPUT (49) and KILL_CLIENT (48) raw.
+    let mut raw = RawClient::connect(&d);
+    let mut body = Vec::new();
+    tag_u32(&mut body, theirs.id);
+    assert_eq!(
+        error_code(&raw.call(49, &body)),
+        1,
+        "KILL_SINK_INPUT: Access denied"
+    );
+    let mut body = Vec::new();
+    tag_u32(&mut body, theirs.client);
+    assert_eq!(
+        error_code(&raw.call(48, &body)),
+        1,
+        "KILL_CLIENT: Access denied"
+    );
+    denied(&d, &["move-sink-input", &id, "other"]);
+    // The admin-only ones.
+    denied(&d, &["suspend-sink", "out", "1"]);
+    denied(&d, &["load-module", "module-native-protocol-tcp"]);
+    denied(&d, &["set-default-sink", "other"]);
+    denied(&d, &["set-sink-volume", "out", "50%"]);
+    denied(&d, &["set-sink-mute", "out", "1"]);
+    // Nothing changed, as the admin socket sees it.
+    let now = all_streams(&d)
+        .into_iter()
+        .find(|s| s.id == theirs.id)
+        .expect("the stream was not killed");
+    assert!(!now.muted && (now.volume - 1.0).abs() < 1e-6, "{now:?}");
+    assert_eq!(now.device, "out");
+    let admin = d.admin("check");
+    let Reply::ServerInfo(info) = admin.request(Request::ServerInfo, &[]).unwrap().0 else {
+        panic!()
+    };
+    assert_eq!(info.default_sink.as_deref(), Some("out"));
+    let Reply::Sinks(sinks) = admin.request(Request::ListSinks, &[]).unwrap().0 else {
+        panic!()
+    };
+    let out = sinks.iter().find(|s| s.name == "out").unwrap();
+    assert!(
+        !out.suspended && !out.muted && (out.volume - 1.0).abs() < 1e-6,
+        "{out:?}"
+    );
+    // The connection that was refused keeps working: one pactl runs all of these in a row.
+    let info = pactl_ok(&d, &["info"]);
+    assert!(info.contains("soundgate"));
+    let _ = victim.kill();
+    let _ = victim.wait();
+    drop(writer);
+}
+
+#[test]
+fn own_stream_volume_mute_and_listing_work() {
+    let d = Daemon::start(TWO_SINKS);
+    std::fs::create_dir_all(d.path("home")).unwrap();
+    // A stream made over the raw protocol is that connection's own: it may control it.
+    let mut c = RawClient::connect(&d);
+    let ch = c.create_playback(48_000, 2);
+    let streams = all_streams(&d);
+    assert_eq!(streams.len(), 1);
+    let index = streams[0].id;
+    // SET_SINK_INPUT_MUTE (69) on its own stream: allowed.
+    let mut body = Vec::new();
+    tag_u32(&mut body, index);
+    tag_bool(&mut body, true);
+    let reply = c.call(69, &body);
+    assert_eq!(
+        reply_command(&reply),
+        2,
+        "mute of its own stream: {reply:?}"
+    );
+    assert!(all_streams(&d)[0].muted);
+    // GET_SINK_INPUT_INFO_LIST (30) shows it.
+    let reply = c.call(30, &[]);
+    assert_eq!(reply_command(&reply), 2);
+    assert!(reply.len() > 20, "own stream listed");
+    let _ = ch;
+}
+
+/// A record stream from a capture source asks the user; allow → audio arrives, deny →
+/// Access denied; a monitor is refused unless granted.
+#[test]
+fn parec_asks_for_consent_and_monitors_are_denied() {
+    let d = Daemon::start(
+        "[prompts]\ntimeout_secs = 20\n\n[[sink]]\nname = \"out\"\nbackend = \"null\"\n\n[[source]]\nname = \"mic\"\nbackend = \"null\"\n",
+    );
+    std::fs::create_dir_all(d.path("home")).unwrap();
+    // No agent, a monitor: denied at once, no audio.
+    let mut parec = tool(&d, "parec");
+    parec.args(["-d", "out.monitor", "--raw"]);
+    let o = run_for(parec, Duration::from_secs(5));
+    assert!(o.stdout.is_empty(), "audio delivered from a monitor");
+    assert!(stderr(&o).contains("Access denied"), "{}", stderr(&o));
+    // With an agent: the prompt, then deny.
+    let agent = d.admin("agent");
+    agent.request(Request::SubscribePrompts, &[]).unwrap();
+    let mut parec = tool(&d, "parec");
+    parec.args(["-d", "mic", "--raw"]);
+    let child = spawn(parec);
+    let prompt = next_prompt(&agent);
+    assert_eq!(
+        (prompt.action.as_str(), prompt.target.as_str()),
+        ("record", "mic")
+    );
+    answer(&agent, prompt.id, PromptAnswer::DenyOnce);
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("Access denied"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    // Allow: audio arrives.
+    let mut parec = tool(&d, "parec");
+    parec.args([
+        "-d",
+        "mic",
+        "--raw",
+        "--rate=48000",
+        "--channels=1",
+        "--format=s16le",
+    ]);
+    parec.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = parec.spawn().unwrap();
+    let prompt = next_prompt(&agent);
+    answer(&agent, prompt.id, PromptAnswer::AllowOnce);
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 48_000];
+    out.read_exact(&mut buf)
+        .expect("half a second of audio arrives");
+    let _ = child.kill();
+    let _ = child.wait();
+    // The monitor is still denied with an agent (no rule asks for it).
+    let mut parec = tool(&d, "parec");
+    parec.args(["-d", "out.monitor", "--raw"]);
+    let o = run_for(parec, Duration::from_secs(5));
+    assert!(o.stdout.is_empty(), "audio delivered from a monitor");
+    assert!(stderr(&o).contains("Access denied"), "{}", stderr(&o));
+}
+
+/// With a rule that lets the monitor be asked for, what parec records is what plays.
+#[test]
+fn parec_of_a_granted_monitor_records_the_mix() {
+    let d = Daemon::start(
+        "[prompts]\ntimeout_secs = 20\n\n[[sink]]\nname = \"out\"\nbackend = \"null\"\nrate = 48000\nchannels = 2\n\n[[rule]]\naction = \"record\"\ntarget = \"out.monitor\"\ndecision = \"ask\"\n",
+    );
+    std::fs::create_dir_all(d.path("home")).unwrap();
+    let agent = d.admin("agent");
+    agent.request(Request::SubscribePrompts, &[]).unwrap();
+    let mut parec = tool(&d, "parec");
+    parec.args([
+        "-d",
+        "out.monitor",
+        "--raw",
+        "--rate=44100",
+        "--channels=1",
+        "--format=s16be",
+    ]);
+    parec.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = parec.spawn().unwrap();
+    let prompt = next_prompt(&agent);
+    answer(&agent, prompt.id, PromptAnswer::AllowOnce);
+    let raw = d.path("t.raw");
+    std::fs::write(
+        &raw,
+        s16_bytes(&common::sine(800.0, 48_000, 96_000, 0.25, 2)),
+    )
+    .unwrap();
+    let mut pacat = tool(&d, "pacat");
+    pacat
+        .args([
+            "--playback",
+            "--rate=48000",
+            "--channels=2",
+            "--format=s16le",
+        ])
+        .arg(&raw);
+    let player = spawn(pacat);
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 2 * 44_100 * 2];
+    out.read_exact(&mut buf)
+        .expect("two seconds of audio arrive");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(player.wait_with_output().unwrap().status.success());
+    let x: Vec<f32> = buf
+        .chunks_exact(2)
+        .map(|c| f32::from(i16::from_be_bytes([c[0], c[1]])) / 32768.0)
+        .collect();
+    let start = common::onset(&x, 0.05).expect("the tone was recorded");
+    let seg = &x[start + 4_410..(start + 48_510).min(x.len())];
+    let f = dominant_frequency(seg, 44_100, 600.0, 1000.0);
+    assert!((f - 800.0).abs() < 1.0, "recorded {f} Hz");
+    let (amp, _) = tone(seg, 800.0, 44_100);
+    assert!((amp - 0.25).abs() < 0.03, "recorded level {amp}");
+}
+
+fn run_for(mut c: Command, limit: Duration) -> Output {
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+fn next_prompt(agent: &soundgate_proto::client::Client) -> soundgate_proto::wire::PromptInfo {
+    let mut got = None;
+    let ok = wait_for(Duration::from_secs(15), || {
+        for ev in agent.take_events().unwrap() {
+            if let soundgate_proto::wire::Event::Prompt(p) = ev {
+                got.get_or_insert(p);
+            }
+        }
+        got.is_some()
+    });
+    assert!(ok, "no prompt reached the agent");
+    got.unwrap()
+}
+
+fn answer(agent: &soundgate_proto::client::Client, prompt: u64, answer: PromptAnswer) {
+    let (reply, _) = agent
+        .request(Request::AnswerPrompt { prompt, answer }, &[])
+        .unwrap();
+    assert_eq!(reply, Reply::Ok);
+}
+
+// ---- a raw protocol client, for what the tools never send -------------------------------
+
+fn tag_u32(b: &mut Vec<u8>, v: u32) {
+    b.push(b'L');
+    b.extend(v.to_be_bytes());
+}
+
+fn tag_bool(b: &mut Vec<u8>, v: bool) {
+    b.push(if v { b'1' } else { b'0' });
+}
+
+fn tag_string(b: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            b.push(b't');
+            b.extend(s.as_bytes());
+            b.push(0);
+        }
+        None => b.push(b'N'),
+    }
+}
+
+fn frame(channel: u32, flags: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend((payload.len() as u32).to_be_bytes());
+    f.extend(channel.to_be_bytes());
+    f.extend([0u8; 8]);
+    f.extend(flags.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+/// The command number of a reply packet (2 = REPLY, 0 = ERROR).
+fn reply_command(p: &[u8]) -> u32 {
+    u32::from_be_bytes([p[1], p[2], p[3], p[4]])
+}
+
+/// The error code of an ERROR packet.
+fn error_code(p: &[u8]) -> u32 {
+    assert_eq!(reply_command(p), 0, "not an error: {p:?}");
+    u32::from_be_bytes([p[11], p[12], p[13], p[14]])
+}
+
+struct RawClient {
+    s: UnixStream,
+    tag: u32,
+}
+
+impl RawClient {
+    fn connect(d: &Daemon) -> RawClient {
+        let s = UnixStream::connect(pulse_socket(d)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut c = RawClient { s, tag: 0 };
+        let mut auth = Vec::new();
+        tag_u32(&mut auth, 35);
+        auth.push(b'x');
+        auth.extend(256u32.to_be_bytes());
+        auth.extend([0u8; 256]);
+        assert_eq!(reply_command(&c.call(8, &auth)), 2, "AUTH");
+        let mut props = Vec::new();
+        props.push(b'P');
+        tag_string(&mut props, Some("application.name"));
+        tag_u32(&mut props, 5);
+        props.push(b'x');
+        props.extend(5u32.to_be_bytes());
+        props.extend(b"raw!\0");
+        tag_string(&mut props, None);
+        assert_eq!(reply_command(&c.call(9, &props)), 2, "SET_CLIENT_NAME");
+        c
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.s.write_all(bytes)
+    }
+
+    /// Sends a command and returns the next control packet's payload (skipping memblocks
+    /// and unsolicited commands).
+    fn call(&mut self, command: u32, body: &[u8]) -> Vec<u8> {
+        let tag = self.tag;
+        self.tag += 1;
+        let mut p = Vec::new();
+        tag_u32(&mut p, command);
+        tag_u32(&mut p, tag);
+        p.extend(body);
+        self.send(&frame(u32::MAX, 0, &p)).unwrap();
+        loop {
+            let (channel, payload) = self.read_frame().expect("a reply");
+            if channel == u32::MAX {
+                let t = u32::from_be_bytes([payload[6], payload[7], payload[8], payload[9]]);
+                if t == tag {
+                    return payload;
+                }
+            }
+        }
+    }
+
+    fn read_frame(&mut self) -> std::io::Result<(u32, Vec<u8>)> {
+        let mut h = [0u8; 20];
+        self.s.read_exact(&mut h)?;
+        let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let channel = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+        let mut p = vec![0u8; len];
+        self.s.read_exact(&mut p)?;
+        Ok((channel, p))
+    }
+
+    /// The body of CREATE_PLAYBACK_STREAM at v35 with a given spec and channel map.
+    fn playback_body(rate: u32, channels: u8, map_len: u8) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend([b'a', 3, channels]);
+        b.extend(rate.to_be_bytes());
+        b.extend([b'm', map_len]);
+        b.extend((0..map_len).map(|i| (i % 2) + 1));
+        tag_u32(&mut b, u32::MAX); // sink index
+        tag_string(&mut b, None); // sink name
+        for _ in 0..1 {
+            tag_u32(&mut b, u32::MAX); // maxlength
+        }
+        tag_bool(&mut b, false); // corked
+        for _ in 0..4 {
+            tag_u32(&mut b, u32::MAX); // tlength prebuf minreq sync_id(any)
+        }
+        b.extend([b'v', channels]);
+        for _ in 0..channels {
+            b.extend(0x10000u32.to_be_bytes());
+        }
+        for _ in 0..9 {
+            tag_bool(&mut b, false); // no_remap … adjust_latency
+        }
+        b.push(b'P');
+        tag_string(&mut b, None); // empty proplist
+        for _ in 0..7 {
+            tag_bool(&mut b, false); // v14…v18 flags
+        }
+        b.extend([b'B', 0]); // no formats
+        b
+    }
+
+    fn create_playback(&mut self, rate: u32, channels: u8) -> u32 {
+        let reply = self.call(3, &Self::playback_body(rate, channels, channels));
+        assert_eq!(
+            reply_command(&reply),
+            2,
+            "CREATE_PLAYBACK_STREAM: {reply:?}"
+        );
+        u32::from_be_bytes([reply[11], reply[12], reply[13], reply[14]])
+    }
 }
