@@ -704,3 +704,96 @@ impl RawClient {
         u32::from_be_bytes([reply[11], reply[12], reply[13], reply[14]])
     }
 }
+
+/// Whether the daemon closed `c` (EOF or reset) within a few seconds.
+fn closed(c: &mut RawClient) -> bool {
+    c.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    loop {
+        match c.read_frame() {
+            Ok(_) => continue,
+            Err(e) => {
+                return matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                )
+            }
+        }
+    }
+}
+
+#[test]
+fn hostile_pulse_input_gets_an_error_or_ends_that_connection_only() {
+    let mut d = Daemon::start(FILE_SINK);
+    std::fs::create_dir_all(d.path("home")).unwrap();
+    let victim = Victim::start(&d);
+    // A pulse victim too, playing on its own connection throughout.
+    let mut pv = RawClient::connect(&d);
+    let pv_channel = pv.create_playback(48_000, 2);
+
+    // An unknown command: NOTSUPPORTED, and the connection goes on.
+    let mut c = RawClient::connect(&d);
+    assert_eq!(error_code(&c.call(250, &[])), 19);
+    assert_eq!(reply_command(&c.call(20, &[])), 2, "GET_SERVER_INFO after it");
+    // A tagstruct that lies about its types (a string where a sample spec belongs).
+    let mut body = Vec::new();
+    tag_string(&mut body, Some("not a sample spec"));
+    assert_eq!(error_code(&c.call(3, &body)), 7, "PA_ERR_PROTOCOL");
+    // A 64-channel map, a rate of 0 and of 10 MHz: refused.
+    let reply = c.call(3, &RawClient::playback_body(48_000, 64, 64));
+    assert_eq!(reply_command(&reply), 0, "64 channels: {reply:?}");
+    for rate in [0, 10_000_000] {
+        let reply = c.call(3, &RawClient::playback_body(rate, 2, 2));
+        assert_eq!(error_code(&reply), 3, "rate {rate}: PA_ERR_INVALID");
+    }
+    // A memblock for a channel it does not own (the pulse victim's channel number exists
+    // only on the victim's connection): dropped; the connection goes on.
+    c.send(&frame(pv_channel, 0, &[0x55; 4096])).unwrap();
+    c.send(&frame(pv_channel + 17, 0, &[0x55; 4096])).unwrap();
+    assert_eq!(reply_command(&c.call(20, &[])), 2);
+    // A frame with SHM flags: the connection ends.
+    c.send(&frame(pv_channel, 0x8000_0000, &[0; 64])).unwrap();
+    assert!(closed(&mut c), "SHM frame did not end the connection");
+    // A length of 4 GiB: the connection ends before anything is allocated.
+    let mut c = RawClient::connect(&d);
+    let mut header = frame(u32::MAX, 0, &[]);
+    header[0..4].copy_from_slice(&u32::MAX.to_be_bytes());
+    c.send(&header).unwrap();
+    assert!(closed(&mut c), "4 GiB frame did not end the connection");
+    // A garbage frame: an error reply or the end of that connection.
+    let mut c = RawClient::connect(&d);
+    c.send(&frame(u32::MAX, 0, &[0xde, 0xad, 0xbe, 0xef, 0x01, 0x02])).unwrap();
+    assert!(closed(&mut c), "garbage did not end the connection");
+    // A control packet with flags, and raw garbage before AUTH.
+    let mut c = RawClient::connect(&d);
+    c.send(&frame(u32::MAX, 1, &[b'L', 0, 0, 0, 20, b'L', 0, 0, 0, 1])).unwrap();
+    assert!(closed(&mut c));
+    let mut s = UnixStream::connect(pulse_socket(&d)).unwrap();
+    s.write_all(&[0xff; 4096]).unwrap();
+    // A wrong-length cookie.
+    let mut s2 = UnixStream::connect(pulse_socket(&d)).unwrap();
+    let mut auth = Vec::new();
+    tag_u32(&mut auth, 8);
+    tag_u32(&mut auth, 0);
+    tag_u32(&mut auth, 35);
+    auth.push(b'x');
+    auth.extend(3u32.to_be_bytes());
+    auth.extend([1, 2, 3]);
+    s2.write_all(&frame(u32::MAX, 0, &auth)).unwrap();
+    // A timeval with 2^32-1 microseconds (overflows the codec in debug builds).
+    let mut c = RawClient::connect(&d);
+    let mut body = Vec::new();
+    tag_u32(&mut body, pv_channel);
+    body.push(b'T');
+    body.extend(0u32.to_be_bytes());
+    body.extend(u32::MAX.to_be_bytes());
+    let reply = c.call(14, &body);
+    assert_eq!(reply_command(&reply), 0, "bad timeval: an error reply");
+    assert_eq!(reply_command(&c.call(20, &[])), 2, "and the connection goes on");
+
+    // The pulse victim still works, the native victim played without an underrun, the
+    // daemon is up and serves a fresh client.
+    assert_eq!(reply_command(&pv.call(20, &[])), 2);
+    victim.check();
+    assert!(d.alive(), "the daemon died:\n{}", d.log());
+    assert!(pactl_ok(&d, &["info"]).contains("soundgate"));
+}

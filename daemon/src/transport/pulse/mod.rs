@@ -1236,6 +1236,7 @@ impl Conn {
                     p.channel_map = map;
                     format = f;
                 }
+                None if p.formats.is_empty() => return self.error(tag, PulseError::Invalid),
                 None => return self.error(tag, PulseError::NotSupported),
             }
         }
