@@ -733,7 +733,11 @@ fn hostile_pulse_input_gets_an_error_or_ends_that_connection_only() {
     // An unknown command: NOTSUPPORTED, and the connection goes on.
     let mut c = RawClient::connect(&d);
     assert_eq!(error_code(&c.call(250, &[])), 19);
-    assert_eq!(reply_command(&c.call(20, &[])), 2, "GET_SERVER_INFO after it");
+    assert_eq!(
+        reply_command(&c.call(20, &[])),
+        2,
+        "GET_SERVER_INFO after it"
+    );
     // A tagstruct that lies about its types (a string where a sample spec belongs).
     let mut body = Vec::new();
     tag_string(&mut body, Some("not a sample spec"));
@@ -761,11 +765,13 @@ fn hostile_pulse_input_gets_an_error_or_ends_that_connection_only() {
     assert!(closed(&mut c), "4 GiB frame did not end the connection");
     // A garbage frame: an error reply or the end of that connection.
     let mut c = RawClient::connect(&d);
-    c.send(&frame(u32::MAX, 0, &[0xde, 0xad, 0xbe, 0xef, 0x01, 0x02])).unwrap();
+    c.send(&frame(u32::MAX, 0, &[0xde, 0xad, 0xbe, 0xef, 0x01, 0x02]))
+        .unwrap();
     assert!(closed(&mut c), "garbage did not end the connection");
     // A control packet with flags, and raw garbage before AUTH.
     let mut c = RawClient::connect(&d);
-    c.send(&frame(u32::MAX, 1, &[b'L', 0, 0, 0, 20, b'L', 0, 0, 0, 1])).unwrap();
+    c.send(&frame(u32::MAX, 1, &[b'L', 0, 0, 0, 20, b'L', 0, 0, 0, 1]))
+        .unwrap();
     assert!(closed(&mut c));
     let mut s = UnixStream::connect(pulse_socket(&d)).unwrap();
     s.write_all(&[0xff; 4096]).unwrap();
@@ -788,7 +794,11 @@ fn hostile_pulse_input_gets_an_error_or_ends_that_connection_only() {
     body.extend(u32::MAX.to_be_bytes());
     let reply = c.call(14, &body);
     assert_eq!(reply_command(&reply), 0, "bad timeval: an error reply");
-    assert_eq!(reply_command(&c.call(20, &[])), 2, "and the connection goes on");
+    assert_eq!(
+        reply_command(&c.call(20, &[])),
+        2,
+        "and the connection goes on"
+    );
 
     // The pulse victim still works, the native victim played without an underrun, the
     // daemon is up and serves a fresh client.
@@ -796,4 +806,180 @@ fn hostile_pulse_input_gets_an_error_or_ends_that_connection_only() {
     victim.check();
     assert!(d.alive(), "the daemon died:\n{}", d.log());
     assert!(pactl_ok(&d, &["info"]).contains("soundgate"));
+}
+
+fn dev_zero() -> Stdio {
+    Stdio::from(std::fs::File::open("/dev/zero").unwrap())
+}
+
+fn stats(d: &Daemon) -> soundgate_proto::wire::ServerStats {
+    match d.admin("stats").request(Request::Stats, &[]).unwrap().0 {
+        Reply::Stats(s) => s,
+        r => panic!("{r:?}"),
+    }
+}
+
+/// CPU seconds (user + system) and RSS in KiB of a process.
+fn cpu_and_rss(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (ticks / 100.0, rss)
+}
+
+const NULL_SINK: &str =
+    "[[sink]]\nname = \"out\"\nbackend = \"null\"\nrate = 48000\nchannels = 2\nquantum = 256\n";
+
+/// `pacat --latency-msec=20` plays 30 s with no underrun, by its own report and the
+/// daemon's counter, while 32 other pulse clients play.
+#[test]
+fn pacat_at_20_ms_plays_30_s_without_underrun_among_32_others() {
+    let d = Daemon::start(NULL_SINK);
+    std::fs::create_dir_all(d.path("home")).unwrap();
+    let mut others = Vec::new();
+    for _ in 0..32 {
+        let mut c = tool(&d, "pacat");
+        c.args([
+            "--playback",
+            "--rate=48000",
+            "--channels=2",
+            "--format=s16le",
+        ]);
+        c.stdin(dev_zero())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        others.push(c.spawn().unwrap());
+    }
+    assert!(
+        wait_for(Duration::from_secs(20), || all_streams(&d).len() >= 32),
+        "the 32 streams did not all start"
+    );
+    let raw = d.path("30s.raw");
+    std::fs::write(
+        &raw,
+        s16_bytes(&common::sine(440.0, 48_000, 30 * 48_000, 0.1, 2)),
+    )
+    .unwrap();
+    let mut probe = tool(&d, "pacat");
+    probe
+        .args([
+            "-v",
+            "--playback",
+            "--latency-msec=20",
+            "--stream-name=probe20",
+            "--rate=48000",
+            "--channels=2",
+            "--format=s16le",
+        ])
+        .arg(&raw);
+    let probe = spawn(probe);
+    let mut daemon_underruns = 0;
+    let mut seen = false;
+    let pid = probe.id();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        for st in all_streams(&d).iter().filter(|s| s.name == "probe20") {
+            seen = true;
+            daemon_underruns = daemon_underruns.max(st.underruns);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        if let Ok(Some(_)) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z ").then_some(()))
+        {
+            break;
+        }
+    }
+    let out = probe.wait_with_output().unwrap();
+    for mut c in others {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert!(out.status.success(), "{out:?}");
+    assert!(seen, "the probe stream was never listed");
+    let report = stderr(&out);
+    let underruns = report.matches("Stream underrun").count();
+    assert!(
+        report.contains("Stream started"),
+        "{}",
+        &report[..report.len().min(2000)]
+    );
+    assert_eq!(underruns, 0, "pacat reported {underruns} underruns");
+    assert_eq!(daemon_underruns, 0, "the daemon counted underruns");
+}
+
+/// The flood: 60 `pacat --latency-msec=5000 --rate=384000`. Streams beyond the per-uid
+/// conversion budget are refused; the daemon stays up, a victim plays without an underrun
+/// and the engine has no late cycle. CPU and RSS are printed (not asserted).
+#[test]
+fn flood_of_384_khz_pacats_is_bounded_by_the_conversion_budget() {
+    let mut d = Daemon::start(NULL_SINK);
+    std::fs::create_dir_all(d.path("home")).unwrap();
+    let victim = Victim::start(&d);
+    let (cpu0, _) = cpu_and_rss(d.pid());
+    let t0 = Instant::now();
+    let mut flood = Vec::new();
+    for _ in 0..60 {
+        let mut c = tool(&d, "pacat");
+        c.args([
+            "--playback",
+            "--latency-msec=5000",
+            "--rate=384000",
+            "--channels=2",
+            "--format=s16le",
+        ]);
+        c.stdin(dev_zero())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        flood.push(c.spawn().unwrap());
+    }
+    // Let the flood settle: every pacat either plays or gave up.
+    std::thread::sleep(Duration::from_secs(4));
+    let (cpu1, rss) = cpu_and_rss(d.pid());
+    let playing = all_streams(&d).len() - 1; // less the victim
+    let mut refused = 0;
+    let mut reasons = String::new();
+    for mut c in flood {
+        if let Ok(Some(_)) = c.try_wait() {
+            refused += 1;
+            let mut e = String::new();
+            let _ = c.stderr.take().unwrap().read_to_string(&mut e);
+            reasons = e;
+        } else {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    eprintln!(
+        "flood: {playing} streams played, {refused} refused; daemon CPU {:.0}% of one core, \
+         RSS {} KiB",
+        100.0 * (cpu1 - cpu0) / t0.elapsed().as_secs_f64(),
+        rss
+    );
+    // 384 kHz stereo in, 48 kHz stereo out: 864 000 samples/s a stream; the default budget
+    // (7 680 000) holds eight.
+    assert!(playing <= 8, "{playing} flood streams accepted");
+    assert!(refused >= 52, "only {refused} refused");
+    assert!(reasons.contains("Too large"), "{reasons}");
+    assert!(
+        d.log().contains("over the budget"),
+        "the daemon logs why: {}",
+        d.log()
+    );
+    victim.check();
+    assert!(d.alive());
+    let s = stats(&d);
+    let late: u64 = s.devices.iter().map(|x| x.late_cycles).sum();
+    assert_eq!(late, 0, "late engine cycles: {:?}", s.devices);
 }

@@ -145,9 +145,10 @@ pub struct PulseConfig {
     pub convert_samples_per_sec: u64,
 }
 
-/// Default conversion budget: 16 stereo 48 kHz streams resampled to 48 kHz, counted on both
-/// sides (16 × 2 × 48000 × 2), so a desktop plays a dozen such streams with room to spare.
-pub const DEFAULT_CONVERT_BUDGET: u64 = 16 * 2 * 48_000 * 2;
+/// Default conversion budget: 40 stereo 48 kHz streams played to a 48 kHz sink, each counted
+/// on both sides (40 × (2 × 48000 + 2 × 48000)), so a desktop plays a dozen such streams with
+/// room to spare, while eight 384 kHz stereo streams (864 000 each) exhaust it.
+pub const DEFAULT_CONVERT_BUDGET: u64 = 40 * (2 * 48_000 + 2 * 48_000);
 
 impl Default for PulseConfig {
     fn default() -> PulseConfig {

@@ -1266,8 +1266,9 @@ impl Conn {
             }
         };
         let max_ms = u64::from(self.core_max_latency_ms());
-        let attr = stream::playback_attr(&p.sample_spec, p.buffer_attr, max_ms / 2);
         let quantum = u64::from(sink.quantum.max(1));
+        let min_tlength = min_tlength(&p.sample_spec, &sink);
+        let attr = stream::playback_attr(&p.sample_spec, p.buffer_attr, max_ms / 2, min_tlength);
         let tl_frames = u64::from(attr.target_length) / stream::frame_bytes(&p.sample_spec) as u64;
         let sink_frames =
             tl_frames * u64::from(sink.spec.rate) / u64::from(p.sample_spec.sample_rate);
@@ -1316,6 +1317,7 @@ impl Conn {
         };
         let sink_index = self.device_index(&sink.name);
         let setup = PlaySetup {
+            min_tlength,
             spec: p.sample_spec,
             map,
             attr,
@@ -1380,7 +1382,8 @@ impl Conn {
         // The ring was sized for the first tlength: never ask for more than it holds.
         let cap_ms =
             u64::from(s.attr.target_length) * 1000 / stream::ms_bytes(&s.spec, 1000).max(1);
-        let attr = stream::playback_attr(&s.spec, p.buffer_attr, max_ms.min(cap_ms.max(1)));
+        let floor = u64::from(s.attr.target_length).min(s.min_tlength);
+        let attr = stream::playback_attr(&s.spec, p.buffer_attr, max_ms.min(cap_ms.max(1)), floor);
         s.set_attr(attr);
         let reply = pa::SetPlaybackStreamBufferAttrReply {
             buffer_attr: attr,
@@ -1656,6 +1659,15 @@ impl Conn {
             index: Some(index),
         }));
     }
+}
+
+/// The smallest tlength a stream on `sink` gets, in client bytes: six of the sink's quanta
+/// (32 ms at 256 frames and 48 kHz). Less leaves the engine a quantum or two of slack, which
+/// scheduling noise on a busy machine eats.
+fn min_tlength(spec: &pa::SampleSpec, sink: &DeviceInfo) -> u64 {
+    let frames = 6 * u64::from(sink.quantum.max(1)) * u64::from(spec.sample_rate)
+        / u64::from(sink.spec.rate.max(1));
+    frames * stream::frame_bytes(spec) as u64
 }
 
 /// The sample spec and channel map a PCM format info describes (its `format.*` properties,

@@ -47,8 +47,14 @@ fn round_up(v: u64, fb: u64) -> u64 {
 }
 
 /// Clamps playback buffer attributes the way §7.1 of the protocol reference describes, with
-/// tlength also capped at `max_tlength_ms` (what the ring may hold).
-pub fn playback_attr(spec: &SampleSpec, mut a: BufferAttr, max_tlength_ms: u64) -> BufferAttr {
+/// tlength also capped at `max_tlength_ms` (what the ring may hold) and raised to at least
+/// `min_tlength` bytes (what the sink's quantum needs to play without running dry).
+pub fn playback_attr(
+    spec: &SampleSpec,
+    mut a: BufferAttr,
+    max_tlength_ms: u64,
+    min_tlength: u64,
+) -> BufferAttr {
     let fb = frame_bytes(spec).max(1) as u64;
     let cap = |v: u32| u64::from(v);
     let mut maxlength = if a.max_length == u32::MAX || a.max_length > MAX_LENGTH {
@@ -63,7 +69,7 @@ pub fn playback_attr(spec: &SampleSpec, mut a: BufferAttr, max_tlength_ms: u64) 
     } else {
         cap(a.target_length)
     };
-    tlength = round_up(tlength.min(maxlength).min(max_t), fb).max(2 * fb);
+    tlength = round_up(tlength.max(min_tlength).min(maxlength).min(max_t), fb).max(2 * fb);
     let mut minreq = if a.minimum_request_length == u32::MAX || a.minimum_request_length == 0 {
         ms_bytes(spec, 20).min(tlength / 4)
     } else {
@@ -196,6 +202,8 @@ pub struct Play {
     pub spec: SampleSpec,
     pub map: ChannelMap,
     pub attr: BufferAttr,
+    /// The tlength floor (client bytes) of this stream's sink.
+    pub min_tlength: u64,
     /// Sink-side rate.
     sink_rate: u32,
     pub quantum: u32,
@@ -227,6 +235,7 @@ pub struct Play {
 /// Everything needed to build a [`Play`] once the core accepted the stream.
 #[derive(Debug)]
 pub struct PlaySetup {
+    pub min_tlength: u64,
     pub spec: SampleSpec,
     pub map: ChannelMap,
     pub attr: BufferAttr,
@@ -249,6 +258,7 @@ impl Play {
             remix: Remix::new(&setup.map, &setup.sink_map),
             map: setup.map,
             attr: setup.attr,
+            min_tlength: setup.min_tlength,
             sink_rate: setup.sink_rate,
             quantum: setup.quantum,
             resampler,
@@ -626,6 +636,7 @@ mod tests {
                 fragment_size: u32::MAX,
             },
             500,
+            0,
         );
         assert_eq!(a.target_length, 48_000 / 2 * 4, "capped at 500 ms");
         assert_eq!(a.minimum_request_length, 960 * 4);
@@ -644,8 +655,11 @@ mod tests {
                 fragment_size: 0,
             },
             500,
+            0,
         );
         assert!(tiny.target_length >= tiny.minimum_request_length + 4);
+        let floor = playback_attr(&spec(), tiny, 500, 6 * 256 * 4);
+        assert_eq!(floor.target_length, 6 * 256 * 4, "raised to six quanta");
         assert_eq!(tiny.pre_buffering, 0);
         let r = record_attr(
             &spec(),
