@@ -602,13 +602,19 @@ fn error_code(p: &[u8]) -> u32 {
 struct RawClient {
     s: UnixStream,
     tag: u32,
+    /// Unsolicited control packets seen while waiting for replies.
+    unsolicited: Vec<Vec<u8>>,
 }
 
 impl RawClient {
     fn connect(d: &Daemon) -> RawClient {
         let s = UnixStream::connect(pulse_socket(d)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut c = RawClient { s, tag: 0 };
+        let mut c = RawClient {
+            s,
+            tag: 0,
+            unsolicited: Vec::new(),
+        };
         let mut auth = Vec::new();
         tag_u32(&mut auth, 35);
         auth.push(b'x');
@@ -647,6 +653,9 @@ impl RawClient {
                 let t = u32::from_be_bytes([payload[6], payload[7], payload[8], payload[9]]);
                 if t == tag {
                     return payload;
+                }
+                if t == u32::MAX {
+                    self.unsolicited.push(payload);
                 }
             }
         }
@@ -982,4 +991,91 @@ fn flood_of_384_khz_pacats_is_bounded_by_the_conversion_budget() {
     let s = stats(&d);
     let late: u64 = s.devices.iter().map(|x| x.late_cycles).sum();
     assert_eq!(late, 0, "late engine cycles: {:?}", s.devices);
+}
+
+/// SUBSCRIBE delivers events about the connection's own objects only, and the sample cache
+/// (upload, list, play, remove) works within one connection's own namespace.
+#[test]
+fn subscribe_events_and_the_sample_cache() {
+    let d = Daemon::start(FILE_SINK);
+    std::fs::create_dir_all(d.path("home")).unwrap();
+    let mut c = RawClient::connect(&d);
+    let mut mask = Vec::new();
+    tag_u32(&mut mask, 0x02ff);
+    assert_eq!(reply_command(&c.call(35, &mask)), 2, "SUBSCRIBE");
+    // Another client's stream: no event reaches us.
+    let raw = d.path("t.raw");
+    std::fs::write(
+        &raw,
+        s16_bytes(&common::sine(440.0, 48_000, 24_000, 0.1, 2)),
+    )
+    .unwrap();
+    let mut pacat = tool(&d, "pacat");
+    pacat
+        .args([
+            "--playback",
+            "--rate=48000",
+            "--channels=2",
+            "--format=s16le",
+        ])
+        .arg(&raw);
+    assert!(run(pacat).status.success());
+    assert_eq!(reply_command(&c.call(20, &[])), 2);
+    let sink_input_events = |c: &RawClient| {
+        c.unsolicited
+            .iter()
+            .filter(|p| reply_command(p) == 66)
+            .filter(|p| (u32::from_be_bytes([p[11], p[12], p[13], p[14]]) & 0x0f) == 2)
+            .count()
+    };
+    assert_eq!(sink_input_events(&c), 0, "saw another client's stream");
+    // Its own stream: a "new sink-input" event.
+    c.create_playback(48_000, 2);
+    assert_eq!(reply_command(&c.call(20, &[])), 2);
+    assert!(
+        sink_input_events(&c) >= 1,
+        "no event for its own stream: {:?}",
+        c.unsolicited
+    );
+
+    // Upload a 0.1 s s16le stereo sample.
+    let pcm = s16_bytes(&common::sine(880.0, 44_100, 4_410, 0.3, 2));
+    let mut body = Vec::new();
+    tag_string(&mut body, Some("bell"));
+    body.extend([b'a', 3, 2]);
+    body.extend(44_100u32.to_be_bytes());
+    body.extend([b'm', 2, 1, 2]);
+    tag_u32(&mut body, pcm.len() as u32);
+    body.push(b'P');
+    tag_string(&mut body, None);
+    let reply = c.call(15, &body);
+    assert_eq!(reply_command(&reply), 2, "CREATE_UPLOAD_STREAM: {reply:?}");
+    let channel = u32::from_be_bytes([reply[11], reply[12], reply[13], reply[14]]);
+    c.send(&frame(channel, 0, &pcm)).unwrap();
+    let mut body = Vec::new();
+    tag_u32(&mut body, channel);
+    assert_eq!(reply_command(&c.call(17, &body)), 2, "FINISH_UPLOAD_STREAM");
+    // Listed (GET_SAMPLE_INFO_LIST), played (PLAY_SAMPLE), removed (REMOVE_SAMPLE).
+    let list = c.call(34, &[]);
+    assert_eq!(reply_command(&list), 2);
+    assert!(list.windows(4).any(|w| w == b"bell"), "sample not listed");
+    let mut body = Vec::new();
+    tag_u32(&mut body, u32::MAX);
+    tag_string(&mut body, None);
+    tag_u32(&mut body, 0x10000);
+    tag_string(&mut body, Some("bell"));
+    body.push(b'P');
+    tag_string(&mut body, None);
+    assert_eq!(reply_command(&c.call(18, &body)), 2, "PLAY_SAMPLE");
+    let mut body = Vec::new();
+    tag_string(&mut body, Some("bell"));
+    assert_eq!(reply_command(&c.call(19, &body)), 2, "REMOVE_SAMPLE");
+    let list = c.call(34, &[]);
+    assert!(
+        !list.windows(4).any(|w| w == b"bell"),
+        "sample still listed"
+    );
+    // Another connection never sees it, and cannot play it.
+    let o = pactl(&d, &["play-sample", "bell"]);
+    assert!(!o.status.success());
 }

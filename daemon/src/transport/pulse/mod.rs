@@ -327,6 +327,14 @@ fn parse_command(payload: &[u8], version: u16) -> Parsed {
     }
 }
 
+/// A sample being uploaded.
+struct Upload {
+    name: String,
+    spec: pa::SampleSpec,
+    length: usize,
+    data: Vec<u8>,
+}
+
 /// A record stream waiting for consent, and the answer once it comes.
 struct ConsentDone {
     tag: u32,
@@ -348,6 +356,7 @@ struct Conn {
     events_tx: Option<mpsc::Sender<ServerMsg>>,
     plays: BTreeMap<u32, Play>,
     recs: BTreeMap<u32, Rec>,
+    uploads: BTreeMap<u32, Upload>,
     /// Record streams parked for consent, by request tag.
     asking: HashMap<u32, RecSetup>,
     consent_tx: mpsc::UnboundedSender<ConsentDone>,
@@ -380,6 +389,7 @@ async fn serve_connection(pulse: Arc<Pulse>, sock: UnixStream, identity: Identit
         events_tx: Some(events_tx),
         plays: BTreeMap::new(),
         recs: BTreeMap::new(),
+        uploads: BTreeMap::new(),
         asking: HashMap::new(),
         consent_tx,
         next_channel: 0,
@@ -502,6 +512,11 @@ impl Conn {
     }
 
     fn memblock(&mut self, channel: u32, data: &[u8]) {
+        if let Some(u) = self.uploads.get_mut(&channel) {
+            let room = u.length.saturating_sub(u.data.len());
+            u.data.extend_from_slice(&data[..data.len().min(room)]);
+            return;
+        }
         let Some(p) = self.plays.get_mut(&channel) else {
             // A memblock for a channel this connection does not own (another connection's
             // channels are not even in this namespace): dropped, as PulseAudio does.
@@ -1026,6 +1041,12 @@ impl Conn {
                     Err(e) => self.error(tag, pa_error(&e)),
                 }
             }
+            C::CreateUploadStream(p) => self.create_upload(tag, p),
+            C::DeleteUploadStream(ch) => match self.uploads.remove(&ch) {
+                Some(_) => self.ack(tag),
+                None => self.error(tag, PulseError::NoEntity),
+            },
+            C::FinishUploadStream(ch) => self.finish_upload(tag, ch),
             C::RemoveSample(name) => {
                 let r = self.call(Request::RemoveSample {
                     name: name.to_string_lossy().into_owned(),
@@ -1039,6 +1060,94 @@ impl Conn {
             C::Extension(_) => self.error(tag, PulseError::NoExtension),
             _ => self.error(tag, PulseError::NotSupported),
         }
+    }
+
+    fn create_upload(&mut self, tag: u32, p: pa::UploadStreamParams) {
+        let map = if p.channel_map.num_channels() == 0 {
+            convert::default_map(p.sample_spec.channels)
+        } else {
+            p.channel_map
+        };
+        if let Err(e) = Self::check_spec(&p.sample_spec, &map) {
+            return self.error(tag, e);
+        }
+        let fb = stream::frame_bytes(&p.sample_spec);
+        if p.length == 0 || p.length > MAX_MEMBLOCK || p.length as usize % fb != 0 {
+            return self.error(tag, PulseError::TooLarge);
+        }
+        let name = name_of(&p.media_name)
+            .or_else(|| p.props.get(pa::Prop::EventId).map(text))
+            .unwrap_or_default();
+        let channel = self.new_channel();
+        self.uploads.insert(
+            channel,
+            Upload {
+                name,
+                spec: p.sample_spec,
+                length: p.length as usize,
+                data: Vec::new(),
+            },
+        );
+        let reply = pa::CreateUploadStreamReply {
+            channel,
+            length: p.length,
+        };
+        self.reply(tag, &reply);
+    }
+
+    /// FINISH_UPLOAD_STREAM: the sample, decoded to f32 at the default sink's rate, goes to the core's
+    /// sample cache in a sealed memfd, as the client library uploads one.
+    fn finish_upload(&mut self, tag: u32, ch: u32) {
+        let Some(u) = self.uploads.remove(&ch) else {
+            return self.error(tag, PulseError::NoEntity);
+        };
+        let mut decoded = Vec::new();
+        convert::decode(u.spec.format, &u.data, &mut decoded);
+        // Samples are kept at the sink's rate (the client library resamples before uploading
+        // too): the default sink's.
+        let rate = self.guess_spec().rate;
+        let channels = usize::from(u.spec.channels.max(1));
+        let mut samples = Vec::new();
+        let resampled =
+            soundgate_proto::resample::Resampler::new(u.spec.sample_rate, rate, channels).and_then(
+                |mut r| {
+                    r.process(&decoded, &mut samples)?;
+                    r.finish(&mut samples)
+                },
+            );
+        if let Err(e) = resampled {
+            tracing::debug!("pulse: resampling a sample: {e}");
+            return self.error(tag, PulseError::Invalid);
+        }
+        let spec = StreamSpec {
+            format: SampleFormat::F32Le,
+            rate,
+            channels: u.spec.channels,
+        };
+        let frames = (samples.len() / usize::from(spec.channels.max(1))) as u64;
+        if frames == 0 {
+            return self.error(tag, PulseError::Invalid);
+        }
+        let pcm: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let memfd = match soundgate_proto::shm::create_sealed("soundgate-pulse-sample", pcm.len()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::error!("pulse: sample memfd: {e}");
+                return self.error(tag, PulseError::Internal);
+            }
+        };
+        let file = std::fs::File::from(memfd);
+        if let Err(e) = std::os::unix::fs::FileExt::write_all_at(&file, &pcm, 0) {
+            tracing::error!("pulse: writing a sample memfd: {e}");
+            return self.error(tag, PulseError::Internal);
+        }
+        let req = Request::UploadSample {
+            name: u.name,
+            spec,
+            frames,
+        };
+        let r = self.call_fds(req, vec![file.into()]).result;
+        self.done(tag, r)
     }
 
     fn stream_exists(&mut self, tag: u32, exists: bool) {
