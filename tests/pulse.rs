@@ -46,10 +46,8 @@ fn tool(d: &Daemon, name: &str) -> Command {
 }
 
 fn run(mut c: Command) -> Output {
-    let out = c
-        .output()
-        .expect("run a PulseAudio client tool (is pulseaudio-utils installed?)");
-    out
+    c.output()
+        .expect("run a PulseAudio client tool (is pulseaudio-utils installed?)")
 }
 
 fn ok(mut c: Command) -> String {

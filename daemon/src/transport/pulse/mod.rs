@@ -440,10 +440,8 @@ async fn serve_connection(pulse: Arc<Pulse>, sock: UnixStream, identity: Identit
         }
     }
     reader.abort();
-    if let Ok(end) = reader.await {
-        if let ReadEnd::Bad(why) = end {
-            tracing::debug!(peer, "pulse: closing the connection: {why}");
-        }
+    if let Ok(ReadEnd::Bad(why)) = reader.await {
+        tracing::debug!(peer, "pulse: closing the connection: {why}");
     }
     c.plays.clear();
     c.recs.clear();
@@ -1072,7 +1070,7 @@ impl Conn {
             return self.error(tag, e);
         }
         let fb = stream::frame_bytes(&p.sample_spec);
-        if p.length == 0 || p.length > MAX_MEMBLOCK || p.length as usize % fb != 0 {
+        if p.length == 0 || p.length > MAX_MEMBLOCK || !(p.length as usize).is_multiple_of(fb) {
             return self.error(tag, PulseError::TooLarge);
         }
         let name = name_of(&p.media_name)
