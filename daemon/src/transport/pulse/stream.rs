@@ -658,7 +658,15 @@ mod tests {
             0,
         );
         assert!(tiny.target_length >= tiny.minimum_request_length + 4);
-        let floor = playback_attr(&spec(), tiny, 500, 6 * 256 * 4);
+        let floor = playback_attr(
+            &spec(),
+            BufferAttr {
+                max_length: u32::MAX,
+                ..tiny
+            },
+            500,
+            6 * 256 * 4,
+        );
         assert_eq!(floor.target_length, 6 * 256 * 4, "raised to six quanta");
         assert_eq!(tiny.pre_buffering, 0);
         let r = record_attr(
