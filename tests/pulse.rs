@@ -447,13 +447,30 @@ fn parec_asks_for_consent_and_monitors_are_denied() {
     parec.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = parec.spawn().unwrap();
     let prompt = next_prompt(&agent);
-    answer(&agent, prompt.id, PromptAnswer::AllowOnce);
+    answer(&agent, prompt.id, PromptAnswer::AllowSession);
     let mut out = child.stdout.take().unwrap();
     let mut buf = vec![0u8; 48_000];
     out.read_exact(&mut buf)
         .expect("half a second of audio arrives");
+    // Revoking the grant ends the source-output: parec is told its stream was killed.
+    let Reply::Grants(grants) = agent.request(Request::ListGrants, &[]).unwrap().0 else {
+        panic!()
+    };
+    let grant = grants
+        .iter()
+        .find(|g| g.action == "record")
+        .expect("the grant");
+    agent
+        .request(Request::RevokeGrant { grant: grant.id }, &[])
+        .unwrap();
+    let ended = wait_for(Duration::from_secs(10), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
     let _ = child.kill();
-    let _ = child.wait();
+    let o = child.wait_with_output().unwrap();
+    assert!(ended, "parec kept recording after the grant was revoked");
+    assert!(!o.status.success());
+    assert!(all_streams(&d).is_empty(), "the record stream is gone");
     // The monitor is still denied with an agent (no rule asks for it).
     let mut parec = tool(&d, "parec");
     parec.args(["-d", "out.monitor", "--raw"]);
@@ -923,6 +940,16 @@ fn pacat_at_20_ms_plays_30_s_without_underrun_among_32_others() {
         &report[..report.len().min(2000)]
     );
     assert_eq!(underruns, 0, "pacat reported {underruns} underruns");
+    // Its latency reports (GET_PLAYBACK_LATENCY, from the engine's frame counter) are real:
+    // some tens of milliseconds, never zero or seconds.
+    let lat: Vec<u64> = report
+        .split("Latency: ")
+        .skip(1)
+        .filter_map(|r| r.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(lat.len() > 100, "pacat printed {} latencies", lat.len());
+    let mean = lat.iter().sum::<u64>() / lat.len() as u64;
+    assert!((5_000..200_000).contains(&mean), "mean latency {mean} us");
     assert_eq!(daemon_underruns, 0, "the daemon counted underruns");
 }
 
@@ -1076,4 +1103,71 @@ fn subscribe_events_and_the_sample_cache() {
     // Another connection never sees it, and cannot play it.
     let o = pactl(&d, &["play-sample", "bell"]);
     assert!(!o.status.success());
+}
+
+/// Cork stops consumption and uncork resumes it; DRAIN is acknowledged only once the engine
+/// has consumed every frame sent; latency offsets follow the engine.
+#[test]
+fn cork_stops_consuming_and_drain_waits_for_the_last_frame() {
+    let d = Daemon::start(NULL_SINK);
+    let mut c = RawClient::connect(&d);
+    let ch = c.create_playback(48_000, 2);
+    // 0.6 s of audio.
+    let pcm = s16_bytes(&common::sine(440.0, 48_000, 28_800, 0.1, 2));
+    for chunk in pcm.chunks(4_800) {
+        c.send(&frame(ch, 0, chunk)).unwrap();
+    }
+    // Less than prebuf (about tlength, 1 s): nothing plays until TRIGGER.
+    let frames = |d: &Daemon| all_streams(d).first().map_or(0, |s| s.frames);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(frames(&d), 0, "played while prebuffering");
+    let mut body = Vec::new();
+    tag_u32(&mut body, ch);
+    assert_eq!(reply_command(&c.call(43, &body)), 2, "TRIGGER");
+    assert!(
+        wait_for(Duration::from_secs(5), || frames(&d) > 2_000),
+        "the stream never started"
+    );
+    let mut body = Vec::new();
+    tag_u32(&mut body, ch);
+    tag_bool(&mut body, true);
+    assert_eq!(reply_command(&c.call(41, &body)), 2, "CORK");
+    std::thread::sleep(Duration::from_millis(100));
+    let corked_at = frames(&d);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(frames(&d), corked_at, "a corked stream kept consuming");
+    let mut body = Vec::new();
+    tag_u32(&mut body, ch);
+    tag_bool(&mut body, false);
+    assert_eq!(reply_command(&c.call(41, &body)), 2, "UNCORK");
+    let mut body = Vec::new();
+    tag_u32(&mut body, ch);
+    let asked = Instant::now();
+    assert_eq!(reply_command(&c.call(12, &body)), 2, "DRAIN");
+    let waited = asked.elapsed();
+    // What was left when uncorked takes its time to play, and all of it was consumed.
+    let left_ms = (28_800 - corked_at) * 1000 / 48_000;
+    assert!(
+        waited.as_millis() as u64 + 60 >= left_ms,
+        "drain acked after {waited:?}, {left_ms} ms of audio were left"
+    );
+    assert!(
+        frames(&d) >= 28_800,
+        "drain acked with {} of 28800 frames played",
+        frames(&d)
+    );
+    // GET_PLAYBACK_LATENCY: write offset = bytes sent, read offset = bytes played.
+    let mut body = Vec::new();
+    tag_u32(&mut body, ch);
+    body.push(b'T');
+    body.extend(1u32.to_be_bytes());
+    body.extend(0u32.to_be_bytes());
+    let r = c.call(14, &body);
+    assert_eq!(reply_command(&r), 2, "GET_PLAYBACK_LATENCY");
+    // usec, usec, bool, timeval, timeval, then the s64 write and read offsets.
+    let off = 10 + 9 + 9 + 1 + 9 + 9;
+    let write = i64::from_be_bytes(r[off + 1..off + 9].try_into().unwrap());
+    let read = i64::from_be_bytes(r[off + 10..off + 18].try_into().unwrap());
+    assert_eq!(write, pcm.len() as i64);
+    assert_eq!(read, pcm.len() as i64, "everything played");
 }
