@@ -25,6 +25,14 @@ format = "f32le"
 quantum = 256
 "#;
 
+/// The tests that load the machine (many clients, timing) run one at a time, so that they
+/// do not measure each other.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn pulse_socket(d: &Daemon) -> PathBuf {
     d.runtime.join("pulse").join("native")
 }
@@ -145,6 +153,7 @@ fn spawn(mut c: Command) -> std::process::Child {
 
 #[test]
 fn paplay_pacat_aplay_and_mpv_play_at_once_each_at_its_pitch_and_level() {
+    let _serial = heavy();
     let mut d = Daemon::start(FILE_SINK);
     std::fs::create_dir_all(d.path("home")).unwrap();
     // paplay: a 44.1 kHz stereo s16 WAV of 440 Hz at 0.3 (resampled by the transport).
@@ -747,6 +756,7 @@ fn closed(c: &mut RawClient) -> bool {
 
 #[test]
 fn hostile_pulse_input_gets_an_error_or_ends_that_connection_only() {
+    let _serial = heavy();
     let mut d = Daemon::start(FILE_SINK);
     std::fs::create_dir_all(d.path("home")).unwrap();
     let victim = Victim::start(&d);
@@ -871,6 +881,7 @@ const NULL_SINK: &str =
 /// daemon's counter, while 32 other pulse clients play.
 #[test]
 fn pacat_at_20_ms_plays_30_s_without_underrun_among_32_others() {
+    let _serial = heavy();
     let d = Daemon::start(NULL_SINK);
     std::fs::create_dir_all(d.path("home")).unwrap();
     let mut others = Vec::new();
@@ -958,6 +969,7 @@ fn pacat_at_20_ms_plays_30_s_without_underrun_among_32_others() {
 /// and the engine has no late cycle. CPU and RSS are printed (not asserted).
 #[test]
 fn flood_of_384_khz_pacats_is_bounded_by_the_conversion_budget() {
+    let _serial = heavy();
     let mut d = Daemon::start(NULL_SINK);
     std::fs::create_dir_all(d.path("home")).unwrap();
     let victim = Victim::start(&d);
