@@ -1099,6 +1099,12 @@ impl Conn {
         let Some(u) = self.uploads.remove(&ch) else {
             return self.error(tag, PulseError::NoEntity);
         };
+        // The core keeps at most 10 s: refuse before converting anything longer.
+        let rate_in = u64::from(u.spec.sample_rate.max(1));
+        let frames_in = (u.data.len() / stream::frame_bytes(&u.spec).max(1)) as u64;
+        if frames_in > 10 * rate_in {
+            return self.error(tag, PulseError::TooLarge);
+        }
         let mut decoded = Vec::new();
         convert::decode(u.spec.format, &u.data, &mut decoded);
         // Samples are kept at the sink's rate (the client library resamples before uploading

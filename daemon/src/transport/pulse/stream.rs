@@ -20,6 +20,8 @@ use std::os::fd::{AsFd, OwnedFd};
 pub const MAX_CHUNK: usize = 64 * 1024;
 /// The largest queue (maxlength) a client may ask for, bytes.
 pub const MAX_LENGTH: u32 = 4 * 1024 * 1024;
+/// The largest queue a playback stream may have, in milliseconds of its audio.
+pub const MAX_QUEUE_MS: u64 = 4000;
 
 /// Bytes in one frame of `spec`.
 pub fn frame_bytes(spec: &SampleSpec) -> usize {
@@ -62,7 +64,9 @@ pub fn playback_attr(
     } else {
         cap(a.max_length)
     };
-    maxlength = round_up(maxlength, fb).max(fb);
+    // At most 4 s of the client's audio: what is queued is kept converted (f32 at the sink's
+    // rate), which for 8 kHz u8 mono is 48 times the bytes the client sent.
+    maxlength = round_up(maxlength.min(ms_bytes(spec, MAX_QUEUE_MS)), fb).max(fb);
     let max_t = ms_bytes(spec, max_tlength_ms).max(fb);
     let mut tlength = if a.target_length == u32::MAX || a.target_length == 0 {
         ms_bytes(spec, 2000)
@@ -644,7 +648,7 @@ mod tests {
             a.pre_buffering,
             a.target_length + 4 - a.minimum_request_length
         );
-        assert_eq!(a.max_length, MAX_LENGTH);
+        assert_eq!(a.max_length, 4 * 48_000 * 4, "four seconds");
         let tiny = playback_attr(
             &spec(),
             BufferAttr {
