@@ -410,7 +410,28 @@ fn own_stream_volume_mute_and_listing_work() {
     let reply = c.call(30, &[]);
     assert_eq!(reply_command(&reply), 2);
     assert!(reply.len() > 20, "own stream listed");
-    let _ = ch;
+    // MOVE_SINK_INPUT (67) of its own stream to another sink it may use: done, and the
+    // client is told (PLAYBACK_STREAM_MOVED, 78).
+    let mut body = Vec::new();
+    tag_u32(&mut body, index);
+    tag_u32(&mut body, u32::MAX);
+    tag_string(&mut body, Some("other"));
+    assert_eq!(
+        reply_command(&c.call(67, &body)),
+        2,
+        "move of its own stream"
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || all_streams(&d)[0].device
+            == "other"),
+        "the stream did not move"
+    );
+    assert_eq!(reply_command(&c.call(20, &[])), 2);
+    let moved = c
+        .unsolicited
+        .iter()
+        .any(|p| reply_command(p) == 78 && u32::from_be_bytes([p[11], p[12], p[13], p[14]]) == ch);
+    assert!(moved, "no PLAYBACK_STREAM_MOVED: {:?}", c.unsolicited);
 }
 
 /// A record stream from a capture source asks the user; allow → audio arrives, deny →

@@ -1219,8 +1219,38 @@ impl Conn {
         let (Some(stream), Some(device)) = (stream, device) else {
             return self.error(tag, PulseError::NoEntity);
         };
-        let r = self.call(Request::MoveStream { stream, device });
-        self.done_stream(tag, r)
+        let r = self.call(Request::MoveStream {
+            stream,
+            device: device.clone(),
+        });
+        let moved = r.is_ok();
+        self.done_stream(tag, r);
+        if !moved {
+            return;
+        }
+        // Tell the owner (this connection) where its stream went, as PulseAudio does.
+        let index = self.device_index(&device);
+        if let Some((ch, p)) = self.plays.iter().find(|(_, p)| p.id == stream) {
+            let cmd = Command::PlaybackStreamMoved(pa::PlaybackStreamMovedParams {
+                stream_index: *ch,
+                device_index: index,
+                device_name: info::cstr(&device),
+                device_suspended: false,
+                buffer_attr: p.attr,
+                configured_sink_latency: p.sink_usec(),
+            });
+            self.command(cmd);
+        } else if let Some((ch, r)) = self.recs.iter().find(|(_, r)| r.id == stream) {
+            let cmd = Command::RecordStreamMoved(pa::RecordStreamMovedParams {
+                stream_index: *ch,
+                device_index: index,
+                device_name: info::cstr(&device),
+                device_suspended: false,
+                buffer_attr: r.attr,
+                configured_source_latency: r.source_usec(),
+            });
+            self.command(cmd);
+        }
     }
 
     fn get_server_info(&mut self, tag: u32) {
