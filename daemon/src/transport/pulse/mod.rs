@@ -49,8 +49,11 @@ pub const VERSION: u16 = pa::MAX_VERSION;
 pub const MAX_PACKET: u32 = 1024 * 1024;
 /// Largest memblock we read (PulseAudio's own queue limit).
 pub const MAX_MEMBLOCK: u32 = pa::MAX_MEMBLOCKQ_LENGTH as u32;
-/// How often the stream pumps run while a connection has streams.
-pub const PUMP: Duration = Duration::from_millis(4);
+/// How often the stream pumps run at most while a connection has streams: each stream asks
+/// for half its minreq (playback) or fragsize (record), within these bounds.
+pub const PUMP_MIN: Duration = Duration::from_millis(4);
+/// How often the stream pumps run at least while a connection has streams.
+pub const PUMP_MAX: Duration = Duration::from_millis(20);
 /// How long a write to a client may block before the connection is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client has to send AUTH.
@@ -398,7 +401,8 @@ async fn serve_connection(pulse: Arc<Pulse>, sock: UnixStream, identity: Identit
         out: Vec::new(),
         close: false,
     };
-    let mut tick = tokio::time::interval(PUMP);
+    let mut period = PUMP_MAX;
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let auth_deadline = tokio::time::sleep(AUTH_TIMEOUT);
     tokio::pin!(auth_deadline);
@@ -437,6 +441,12 @@ async fn serve_connection(pulse: Arc<Pulse>, sock: UnixStream, identity: Identit
         }
         if c.close {
             break;
+        }
+        let wanted = c.pump_period();
+        if wanted != period {
+            period = wanted;
+            tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         }
     }
     reader.abort();
@@ -1690,6 +1700,21 @@ impl Conn {
     }
 
     // ---- pumps and events ------------------------------------------------------------
+
+    /// How often this connection's streams need pumping: half the shortest minreq or
+    /// fragsize among them, within [`PUMP_MIN`]..=[`PUMP_MAX`].
+    fn pump_period(&self) -> Duration {
+        let plays = self
+            .plays
+            .values()
+            .map(|p| stream::bytes_usec(&p.spec, u64::from(p.attr.minimum_request_length)));
+        let recs = self
+            .recs
+            .values()
+            .map(|r| stream::bytes_usec(&r.spec, u64::from(r.attr.fragment_size)));
+        let us = plays.chain(recs).min().unwrap_or(u64::MAX) / 2;
+        Duration::from_micros(us).clamp(PUMP_MIN, PUMP_MAX)
+    }
 
     fn pump(&mut self) {
         let channels: Vec<u32> = self.plays.keys().copied().collect();
