@@ -1428,8 +1428,14 @@ impl Conn {
         let max_frames = u64::from(sink.spec.rate) * max_ms / 1000;
         let capacity = (sink_frames + 4 * quantum).clamp(3 * quantum, max_frames.max(3 * quantum));
         let sink_map = convert::default_map(sink.spec.channels);
+        // A stream already in a format the engine reads, at the sink's rate and channel map,
+        // goes into the ring unchanged (as the client library does); anything else is
+        // converted to f32 at the sink's rate and channels.
+        let passthrough = (p.sample_spec.sample_rate == sink.spec.rate && map == sink_map)
+            .then(|| native_format(p.sample_spec.format))
+            .flatten();
         let ring_spec = StreamSpec {
-            format: SampleFormat::F32Le,
+            format: passthrough.unwrap_or(SampleFormat::F32Le),
             rate: sink.spec.rate,
             channels: sink.spec.channels,
         };
@@ -1470,6 +1476,7 @@ impl Conn {
         };
         let sink_index = self.device_index(&sink.name);
         let setup = PlaySetup {
+            passthrough: passthrough.is_some(),
             min_tlength,
             spec: p.sample_spec,
             map,
@@ -1826,6 +1833,16 @@ impl Conn {
             event_type: kind,
             index: Some(index),
         }));
+    }
+}
+
+/// The ring format for a PulseAudio format the engine reads as is.
+fn native_format(f: pa::SampleFormat) -> Option<SampleFormat> {
+    match f {
+        pa::SampleFormat::S16Le => Some(SampleFormat::S16Le),
+        pa::SampleFormat::S32Le => Some(SampleFormat::S32Le),
+        pa::SampleFormat::Float32Le => Some(SampleFormat::F32Le),
+        _ => None,
     }
 }
 

@@ -208,6 +208,8 @@ pub struct Play {
     pub attr: BufferAttr,
     /// The tlength floor (client bytes) of this stream's sink.
     pub min_tlength: u64,
+    /// The ring carries the client's bytes unchanged (no conversion).
+    passthrough: bool,
     /// Sink-side rate.
     sink_rate: u32,
     pub quantum: u32,
@@ -239,6 +241,8 @@ pub struct Play {
 /// Everything needed to build a [`Play`] once the core accepted the stream.
 #[derive(Debug)]
 pub struct PlaySetup {
+    /// The ring carries the client's bytes unchanged.
+    pub passthrough: bool,
     pub min_tlength: u64,
     pub spec: SampleSpec,
     pub map: ChannelMap,
@@ -263,6 +267,7 @@ impl Play {
             map: setup.map,
             attr: setup.attr,
             min_tlength: setup.min_tlength,
+            passthrough: setup.passthrough,
             sink_rate: setup.sink_rate,
             quantum: setup.quantum,
             resampler,
@@ -356,6 +361,10 @@ impl Play {
 
     fn convert_in(&mut self, bytes: &[u8]) -> Result<(), String> {
         if bytes.is_empty() {
+            return Ok(());
+        }
+        if self.passthrough {
+            self.pending.extend_from_slice(bytes);
             return Ok(());
         }
         let (dec, mixed, out) = &mut self.scratch;
