@@ -1795,6 +1795,19 @@ impl Conn {
                 }
                 return;
             }
+            Event::Underrun { stream, .. } => {
+                let found = self.plays.iter_mut().find(|(_, p)| p.id == stream);
+                if let Some((ch, p)) = found {
+                    let ch = *ch;
+                    if let Some(Action::Underflow(offset)) = p.underflowed() {
+                        self.command(Command::Underflow(pa::Underflow {
+                            channel: ch,
+                            offset,
+                        }));
+                    }
+                }
+                return;
+            }
             Event::StreamAdded(s) => {
                 self.known_streams.insert(s.id, s.direction);
                 (stream_facility(s.direction), T::New, s.id)

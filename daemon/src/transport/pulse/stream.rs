@@ -391,6 +391,19 @@ impl Play {
         self.pending.drain(..n);
     }
 
+    /// The engine counted an underrun of this stream (it had less than a quantum to play):
+    /// the UNDERFLOW to send, unless the stream is draining (running out is then expected).
+    pub fn underflowed(&mut self) -> Option<Action> {
+        if self.drain_tag.is_some() {
+            return None;
+        }
+        self.started = false;
+        self.start_read = self.ring.consumed();
+        Some(Action::Underflow(
+            i64::try_from(self.read_offset()).unwrap_or(i64::MAX),
+        ))
+    }
+
     /// DRAIN: flushes the resampler's tail and remembers the tag to acknowledge.
     pub fn drain(&mut self, tag: u32) -> Result<(), String> {
         let (_, _, out) = &mut self.scratch;
@@ -468,18 +481,13 @@ impl Play {
                 self.drain_tag = None;
                 out.push(Action::Drained(tag));
             }
-        } else if self.started && !self.engine_corked && empty {
+        } else if self.started && !self.engine_corked && empty && self.attr.pre_buffering > 0 {
+            // Ran dry: prebuffer again before playing on (the UNDERFLOW itself is reported
+            // from the engine's own counter, see `underflowed`).
             self.started = false;
-            out.push(Action::Underflow(
-                i64::try_from(self.read_offset()).unwrap_or(i64::MAX),
-            ));
-            if self.attr.pre_buffering > 0 {
-                self.prebuffering = true;
-                self.engine_corked = true;
-                out.push(Action::Cork(true));
-            } else {
-                self.start_read = consumed;
-            }
+            self.prebuffering = true;
+            self.engine_corked = true;
+            out.push(Action::Cork(true));
         }
         let target = u64::from(self.attr.target_length);
         let missing = target.saturating_sub(self.queued_in() + self.requested);
