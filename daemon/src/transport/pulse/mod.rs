@@ -1746,6 +1746,11 @@ impl Conn {
         };
         p.pump(&mut actions);
         let id = p.id;
+        self.apply(ch, id, actions);
+    }
+
+    /// Carries out what a playback pump asked for.
+    fn apply(&mut self, ch: u32, id: StreamId, actions: Vec<Action>) {
         for a in actions {
             match a {
                 Action::Request(n) => self.command(Command::Request(pa::Request {
@@ -1799,12 +1804,9 @@ impl Conn {
                 let found = self.plays.iter_mut().find(|(_, p)| p.id == stream);
                 if let Some((ch, p)) = found {
                     let ch = *ch;
-                    if let Some(Action::Underflow(offset)) = p.underflowed() {
-                        self.command(Command::Underflow(pa::Underflow {
-                            channel: ch,
-                            offset,
-                        }));
-                    }
+                    let mut actions = Vec::new();
+                    p.underflowed(&mut actions);
+                    self.apply(ch, stream, actions);
                 }
                 return;
             }

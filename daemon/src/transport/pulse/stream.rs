@@ -393,15 +393,17 @@ impl Play {
 
     /// The engine counted an underrun of this stream (it had less than a quantum to play):
     /// the UNDERFLOW to send, unless the stream is draining (running out is then expected).
-    pub fn underflowed(&mut self) -> Option<Action> {
+    pub fn underflowed(&mut self, out: &mut Vec<Action>) {
         if self.drain_tag.is_some() {
-            return None;
+            return;
         }
         self.started = false;
         self.start_read = self.ring.consumed();
-        Some(Action::Underflow(
+        out.push(Action::Underflow(
             i64::try_from(self.read_offset()).unwrap_or(i64::MAX),
-        ))
+        ));
+        // Unlike PulseAudio, no second prebuffering: the engine resumes as soon as a quantum
+        // is queued, which recovers fastest on a busy machine.
     }
 
     /// DRAIN: flushes the resampler's tail and remembers the tag to acknowledge.
@@ -481,13 +483,6 @@ impl Play {
                 self.drain_tag = None;
                 out.push(Action::Drained(tag));
             }
-        } else if self.started && !self.engine_corked && empty && self.attr.pre_buffering > 0 {
-            // Ran dry: prebuffer again before playing on (the UNDERFLOW itself is reported
-            // from the engine's own counter, see `underflowed`).
-            self.started = false;
-            self.prebuffering = true;
-            self.engine_corked = true;
-            out.push(Action::Cork(true));
         }
         let target = u64::from(self.attr.target_length);
         let missing = target.saturating_sub(self.queued_in() + self.requested);
