@@ -34,6 +34,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The audit log's rotation.
     pub audit: AuditConfig,
+    /// The PulseAudio-protocol socket (`[pulse]`).
+    pub pulse: PulseConfig,
     /// The file it came from (`None` for the built-in default).
     pub source_path: Option<PathBuf>,
 }
@@ -177,6 +179,30 @@ impl Default for AuditConfig {
     }
 }
 
+/// The PulseAudio-protocol socket (`[pulse]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PulseConfig {
+    /// Listen on `<runtime-dir>/pulse/native`.
+    pub enabled: bool,
+    /// Per-uid budget of samples per second (frames × channels, counted at the client's and
+    /// the sink's rate) the pulse transport converts for that uid's streams.
+    pub convert_samples_per_sec: u64,
+}
+
+/// Default conversion budget: 40 stereo 48 kHz streams played to a 48 kHz sink, each counted
+/// on both sides (40 × (2 × 48000 + 2 × 48000)), so a desktop plays a dozen such streams with
+/// room to spare, while eight 384 kHz stereo streams (864 000 each) exhaust it.
+pub const DEFAULT_CONVERT_BUDGET: u64 = 40 * (2 * 48_000 + 2 * 48_000);
+
+impl Default for PulseConfig {
+    fn default() -> PulseConfig {
+        PulseConfig {
+            enabled: true,
+            convert_samples_per_sec: DEFAULT_CONVERT_BUDGET,
+        }
+    }
+}
+
 /// Consent prompts (`[prompts]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PromptsConfig {
@@ -295,6 +321,7 @@ impl Config {
         let prompts = cx.prompts(raw.prompts)?;
         let admin = cx.admin(raw.admin)?;
         let audit = cx.audit(raw.audit)?;
+        let pulse = cx.pulse(raw.pulse)?;
         let limits = cx.limits(raw.limits)?;
         let mut sinks = cx.sinks(&raw.sink, "sink")?;
         if sinks.is_empty() {
@@ -315,6 +342,7 @@ impl Config {
             prompts,
             admin,
             audit,
+            pulse,
             source_path: Some(origin.to_path_buf()),
         })
     }
@@ -341,6 +369,7 @@ impl Config {
             prompts: PromptsConfig::default(),
             admin: AdminConfig::default(),
             audit: AuditConfig::default(),
+            pulse: PulseConfig::default(),
             source_path: None,
         }
     }
@@ -360,6 +389,7 @@ struct RawConfig {
     prompts: Option<RawPrompts>,
     admin: Option<RawAdmin>,
     audit: Option<RawAudit>,
+    pulse: Option<RawPulse>,
     limits: Option<RawLimits>,
     #[serde(default)]
     sink: Vec<Spanned<RawSink>>,
@@ -381,6 +411,13 @@ struct RawAdmin {
 struct RawAudit {
     max_bytes: Option<Spanned<i64>>,
     keep: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPulse {
+    enabled: Option<bool>,
+    convert_samples_per_sec: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -511,6 +548,28 @@ impl Cx<'_> {
             };
         }
         Ok(audit)
+    }
+
+    fn pulse(&self, raw: Option<RawPulse>) -> Result<PulseConfig, ConfigError> {
+        let mut pulse = PulseConfig::default();
+        let Some(raw) = raw else {
+            return Ok(pulse);
+        };
+        if let Some(on) = raw.enabled {
+            pulse.enabled = on;
+        }
+        if let Some(b) = raw.convert_samples_per_sec {
+            match u64::try_from(*b.get_ref()) {
+                Ok(n @ 1..=1_000_000_000) => pulse.convert_samples_per_sec = n,
+                _ => {
+                    return Err(self.err(
+                        b.span(),
+                        "pulse: convert_samples_per_sec must be 1..=1000000000",
+                    ))
+                }
+            }
+        }
+        Ok(pulse)
     }
 
     fn prompts(&self, raw: Option<RawPrompts>) -> Result<PromptsConfig, ConfigError> {

@@ -5,7 +5,7 @@ use clap::Parser;
 use soundgated::cli::Args;
 use soundgated::config::Config;
 use soundgated::core::Core;
-use soundgated::transport::{self, AdminAccess, Budget, BudgetLimits, Settings, Socket};
+use soundgated::transport::{self, pulse, AdminAccess, Budget, BudgetLimits, Settings, Socket};
 
 /// Resolves the admin group; a system without it has root as the only administrator.
 fn admin_access(admin: &soundgated::config::AdminConfig) -> AdminAccess {
@@ -137,6 +137,14 @@ fn run(args: Args) -> Result<()> {
         // One budget for every listener; apps and the admin socket draw on separate counts.
         let budget = Budget::new(BudgetLimits::apps(&config.limits), BudgetLimits::admin());
         let settings = Settings::from_limits(&config.limits);
+        let pulse = if config.pulse.enabled {
+            let listener = pulse::bind(&paths.runtime_dir)?;
+            let shared = pulse::Pulse::new(Arc::clone(&core), config.pulse.convert_samples_per_sec, config.limits.max_latency_ms);
+            tracing::info!(socket = %pulse::socket_path(&paths.runtime_dir).display(), "PulseAudio-protocol socket ready");
+            Some(tokio::spawn(pulse::serve(shared, listener, budget.clone(), settings.clone())))
+        } else {
+            None
+        };
         let serve = tokio::spawn(transport::serve(
             Arc::clone(&core),
             listener,
@@ -161,10 +169,16 @@ fn run(args: Args) -> Result<()> {
         soundgated::notify::stopping();
         serve.abort();
         serve_admin.abort();
+        if let Some(p) = pulse {
+            p.abort();
+        }
         anyhow::Ok(())
     });
     let _ = std::fs::remove_file(&native);
     let _ = std::fs::remove_file(&admin);
+    if config.pulse.enabled {
+        let _ = std::fs::remove_file(pulse::socket_path(&paths.runtime_dir));
+    }
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     match Arc::try_unwrap(core) {
         Ok(core) => core.shutdown(),

@@ -197,7 +197,17 @@ decision = "allow"
         rt.block_on(async move {
             let listener = transport::bind(&socket, 0o666).unwrap();
             transport::spawn_housekeeping(&core).unwrap();
-            tokio::spawn(transport::serve(core, listener, transport::Socket::Native));
+            let budget = transport::Budget::new(
+                transport::BudgetLimits::apps(&Default::default()),
+                transport::BudgetLimits::admin(),
+            );
+            tokio::spawn(transport::serve(
+                core,
+                listener,
+                transport::Socket::Native,
+                budget,
+                transport::Settings::default(),
+            ));
         });
     }
 

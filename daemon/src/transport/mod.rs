@@ -24,6 +24,7 @@
 //!   from the core (a drop guard).
 
 pub mod budget;
+pub mod pulse;
 
 use crate::config::Limits;
 use crate::core::{Core, Handled, Outcome, Parked, EVENT_QUEUE};
@@ -379,7 +380,7 @@ async fn decode_request(
 
 /// Why a peer could not be identified in time.
 #[derive(Debug, thiserror::Error)]
-enum LookupError {
+pub(crate) enum LookupError {
     #[error(transparent)]
     Creds(#[from] IdentityError),
     #[error(transparent)]
@@ -394,12 +395,12 @@ enum LookupError {
 /// database reads on a blocking thread, bounded by `timeout`. A lookup that hangs is left to
 /// finish on its thread (holding its uid's lookup slot) while the connection is refused.
 /// The peer's pidfd, kept for the connection's life, is charged to its uid's fd budget.
-async fn lookup_identity(
-    conn: &AsyncSeqPacket,
+pub(crate) async fn lookup_identity(
+    conn: std::os::fd::BorrowedFd<'_>,
     ticket: &Ticket,
     timeout: Duration,
 ) -> Result<(Identity, Option<budget::FdCharge>), LookupError> {
-    let creds = identity::peer_credentials(conn.as_fd())?;
+    let creds = identity::peer_credentials(conn)?;
     let pidfd_charge = if creds.has_pidfd() {
         Some(ticket.charge_fds(1)?)
     } else {
@@ -445,7 +446,7 @@ async fn handshake(
     buf: &mut [u8],
 ) -> Option<Shook> {
     let (identity, pidfd_charge) =
-        match lookup_identity(conn, ticket, settings.identity_timeout).await {
+        match lookup_identity(conn.as_fd(), ticket, settings.identity_timeout).await {
             Ok(i) => i,
             Err(e) => {
                 if let Some(suppressed) = REFUSALS.allow() {
