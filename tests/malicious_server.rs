@@ -126,15 +126,8 @@ fn fake_server(path: &Path, kind: RingFd) -> std::thread::JoinHandle<()> {
                 }),
                 Request::ListSources => Reply::Sources(vec![device()]),
                 Request::CreateRecord { .. } => {
+                    // The record reply carries the ring alone (wake-ups are its futex word).
                     fds.push(ring_fd(kind));
-                    fds.push(
-                        nix::sys::eventfd::EventFd::from_value_and_flags(
-                            0,
-                            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
-                        )
-                        .unwrap()
-                        .into(),
-                    );
                     Reply::StreamCreated {
                         stream: 1,
                         spec: SPEC,

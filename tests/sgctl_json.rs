@@ -387,8 +387,10 @@ fn every_sgctl_json_document_matches_its_snapshot() {
     let mut events = Vec::new();
     for _ in 0..20 {
         let v = next_json(&watch_lines, "watch");
-        // Underrun and meter events depend on timing; the shape of the rest is fixed.
-        if v["event"] == "underrun" {
+        // Underrun events depend on timing, and decision events reach subscribers on the
+        // core's 50 ms tick, so where they fall among the stream events does too (their shape
+        // is the audit snapshot's); the shape and order of the rest is fixed.
+        if v["event"] == "underrun" || v["event"] == "decision" {
             continue;
         }
         let last = v["event"] == "stream_removed";

@@ -198,10 +198,10 @@ fn write_seeds() {
         })
         .expect("encode");
         write(&dir, "wire_client_msg", &format!("req-{i:02}"), &bytes);
-        // core_request: [fd count][fd kinds][message]; playback gets ring + eventfd, an
+        // core_request: [fd count][fd kinds][message]; playback gets its ring, an
         // upload its sample memfd, the rest nothing (and one variant a stray fd).
         let fds: &[u8] = match req {
-            Request::CreatePlayback { .. } => &[2, 0, 1],
+            Request::CreatePlayback { .. } => &[1, 0],
             Request::UploadSample { .. } => &[1, 0],
             Request::ServerInfo => &[1, 2],
             _ => &[0],
