@@ -424,6 +424,9 @@ pub enum DeviceState {
     /// The device failed or vanished; the server retries opening it. Its playback streams
     /// moved to the fallback sink; its record streams are paused.
     Unavailable,
+    /// No stream for `[engine] idle_suspend_secs`: the clock is stopped (an ALSA device is
+    /// stopped) until the next stream, which starts it again within one quantum.
+    Idle,
 }
 
 /// Direction of a stream.

@@ -11,7 +11,15 @@
 //! (and benchmarked beside). Both compute each product and sum with the same operations in the
 //! same order, so their results agree exactly; the tests allow 1e-6.
 //!
-//! Nothing here allocates; both kernels are safe to call on the RT thread.
+//! [`MixKernels`] is the runtime CPU dispatch: the same source compiled under
+//! `#[target_feature]` for AVX2 + FMA and for AVX-512 (see
+//! [`soundgate_proto::convert::Isa`]), handed out as plain `fn` pointers that the engine picks
+//! once at set-up. No path fuses a multiply-add (Rust never contracts), so every path is
+//! bit-exact with [`mix_ramped`]; the tests run each path this CPU supports.
+//!
+//! Nothing here allocates; all kernels are safe to call on the RT thread.
+
+use soundgate_proto::convert::Isa;
 
 /// Independent accumulator lanes (a multiple of every SIMD width we care about).
 const LANES: usize = 16;
@@ -22,6 +30,11 @@ const BLOCK: usize = 128;
 /// peak absolute value added. Extra samples beyond the shorter slice's last whole frame are
 /// left alone. `channels` of 0 is treated as 1.
 pub fn mix_ramped(dst: &mut [f32], src: &[f32], channels: usize, start: f32, step: f32) -> f32 {
+    mix_ramped_body(dst, src, channels, start, step)
+}
+
+#[inline(always)]
+fn mix_ramped_body(dst: &mut [f32], src: &[f32], channels: usize, start: f32, step: f32) -> f32 {
     let ch = channels.max(1);
     let len = dst.len().min(src.len());
     let len = len - len % ch;
@@ -63,6 +76,7 @@ pub fn mix_ramped(dst: &mut [f32], src: &[f32], channels: usize, start: f32, ste
 /// The ramped path for a channel count known at compile time: per-frame gains are computed
 /// for a block of frames at once (vectorised), spread over the channels, then mixed with
 /// [`mix_gains`]. The caller guarantees frame numbers fit in an i32.
+#[inline(always)]
 fn mix_ramp_c<const C: usize>(dst: &mut [f32], src: &[f32], start: f32, step: f32) -> f32 {
     const FRAMES: usize = 64;
     let mut frame_gains = [0.0f32; FRAMES];
@@ -101,6 +115,7 @@ fn fold(peaks: &[f32; LANES]) -> f32 {
 }
 
 /// Constant gain.
+#[inline(always)]
 fn mix_const(dst: &mut [f32], src: &[f32], gain: f32) -> f32 {
     let mut peaks = [0.0f32; LANES];
     let mut dc = dst.chunks_exact_mut(LANES);
@@ -122,6 +137,7 @@ fn mix_const(dst: &mut [f32], src: &[f32], gain: f32) -> f32 {
 }
 
 /// A gain per sample.
+#[inline(always)]
 fn mix_gains(dst: &mut [f32], src: &[f32], gains: &[f32]) -> f32 {
     let mut peaks = [0.0f32; LANES];
     let mut dc = dst.chunks_exact_mut(LANES);
@@ -150,6 +166,11 @@ fn mix_gains(dst: &mut [f32], src: &[f32], gains: &[f32]) -> f32 {
 
 /// Clamps every sample to [-1, 1] in place and returns the peak absolute value after clamping.
 pub fn clamp_peak(buf: &mut [f32]) -> f32 {
+    clamp_peak_body(buf)
+}
+
+#[inline(always)]
+fn clamp_peak_body(buf: &mut [f32]) -> f32 {
     let mut peaks = [0.0f32; LANES];
     let mut chunks = buf.chunks_exact_mut(LANES);
     for c in &mut chunks {
@@ -226,6 +247,77 @@ pub fn rms(sum_squares: f32, samples: usize) -> f32 {
     }
 }
 
+/// Mix kernel: see [`mix_ramped`].
+pub type MixFn = fn(&mut [f32], &[f32], usize, f32, f32) -> f32;
+/// Clamp kernel: see [`clamp_peak`].
+pub type ClampFn = fn(&mut [f32]) -> f32;
+
+/// The mix kernels compiled for one [`Isa`]; plain `fn` pointers, chosen once at engine set-up.
+#[derive(Debug, Clone, Copy)]
+pub struct MixKernels {
+    /// The level these kernels were compiled for.
+    pub isa: Isa,
+    /// Same contract as [`mix_ramped`].
+    pub mix_ramped: MixFn,
+    /// Same contract as [`clamp_peak`].
+    pub clamp_peak: ClampFn,
+}
+
+impl MixKernels {
+    /// The kernels for `isa`, or `None` when this CPU does not support it.
+    pub fn for_isa(isa: Isa) -> Option<MixKernels> {
+        if !isa.supported() {
+            return None;
+        }
+        match isa {
+            Isa::Baseline => Some(MixKernels::portable()),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Some(MixKernels {
+                isa,
+                mix_ramped: x86::mix_avx2,
+                clamp_peak: x86::clamp_avx2,
+            }),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Some(MixKernels {
+                isa,
+                mix_ramped: x86::mix_avx512,
+                clamp_peak: x86::clamp_avx512,
+            }),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => None,
+        }
+    }
+
+    /// The build's baseline kernels.
+    pub fn portable() -> MixKernels {
+        MixKernels {
+            isa: Isa::Baseline,
+            mix_ramped,
+            clamp_peak,
+        }
+    }
+
+    /// The kernels for [`Isa::best`] (detected once, cached).
+    pub fn best() -> MixKernels {
+        MixKernels::for_isa(Isa::best()).unwrap_or_else(MixKernels::portable)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{clamp_peak_body, mix_ramped_body};
+
+    soundgate_proto::__sg_target_feature_kernel!("avx2,fma", mix_avx2, mix_avx2_tf,
+        mix_ramped_body, (d: &mut [f32], s: &[f32], c: usize, a: f32, b: f32) -> f32);
+    soundgate_proto::__sg_target_feature_kernel!("avx2,fma", clamp_avx2, clamp_avx2_tf,
+        clamp_peak_body, (b: &mut [f32]) -> f32);
+    soundgate_proto::__sg_target_feature_kernel!("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl",
+        mix_avx512, mix_avx512_tf, mix_ramped_body,
+        (d: &mut [f32], s: &[f32], c: usize, a: f32, b: f32) -> f32);
+    soundgate_proto::__sg_target_feature_kernel!("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl",
+        clamp_avx512, clamp_avx512_tf, clamp_peak_body, (b: &mut [f32]) -> f32);
+}
+
 /// The plain scalar kernels the optimised ones are checked against.
 pub mod reference {
     /// Same contract as [`super::mix_ramped`], one frame and one sample at a time.
@@ -277,9 +369,30 @@ mod tests {
     }
 
     fn check(dst: &[f32], src: &[f32], ch: usize, start: f32, step: f32) {
+        for isa in Isa::all_supported() {
+            let k = MixKernels::for_isa(isa).expect("supported");
+            assert_eq!(k.isa, isa);
+            check_one(k.mix_ramped, dst, src, ch, start, step);
+            // The dispatched paths compile the portable kernel's source: bit-exact with it.
+            let (mut a, mut b) = (dst.to_vec(), dst.to_vec());
+            let pa = (k.mix_ramped)(&mut a, src, ch, start, step);
+            let pb = mix_ramped(&mut b, src, ch, start, step);
+            assert_eq!(pa.to_bits(), pb.to_bits(), "peak on {}", isa.name());
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&a),
+                bits(&b),
+                "{} ch {ch} len {}",
+                isa.name(),
+                src.len()
+            );
+        }
+    }
+
+    fn check_one(kernel: MixFn, dst: &[f32], src: &[f32], ch: usize, start: f32, step: f32) {
         let mut a = dst.to_vec();
         let mut b = dst.to_vec();
-        let pa = mix_ramped(&mut a, src, ch, start, step);
+        let pa = kernel(&mut a, src, ch, start, step);
         let pb = reference::mix_ramped(&mut b, src, ch, start, step);
         assert!(
             (pa - pb).abs() <= 1e-6,
@@ -364,10 +477,13 @@ mod tests {
         let mut rng = Rng(99);
         for len in [0usize, 1, 15, 16, 17, 100] {
             let v: Vec<f32> = (0..len).map(|_| rng.f32(3.0)).collect();
-            let (mut a, mut b) = (v.clone(), v);
-            assert_eq!(clamp_peak(&mut a), reference::clamp_peak(&mut b));
-            assert_eq!(a, b);
-            assert!(a.iter().all(|x| (-1.0..=1.0).contains(x)));
+            for isa in Isa::all_supported() {
+                let k = MixKernels::for_isa(isa).expect("supported");
+                let (mut a, mut b) = (v.clone(), v.clone());
+                assert_eq!((k.clamp_peak)(&mut a), reference::clamp_peak(&mut b));
+                assert_eq!(a, b, "{}", isa.name());
+                assert!(a.iter().all(|x| (-1.0..=1.0).contains(x)));
+            }
         }
     }
 }
