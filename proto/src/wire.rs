@@ -246,6 +246,19 @@ pub struct ServerStats {
     pub devices: Vec<DeviceStats>,
     /// Estimated engine CPU per client, as a share of one cycle budget (client id, share).
     pub client_cost: Vec<(ClientId, f64)>,
+    /// Client wake-ups per stream.
+    pub stream_wakeups: Vec<StreamWakeups>,
+}
+
+/// How often the engine woke one stream's client ([`ServerStats::stream_wakeups`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StreamWakeups {
+    pub stream: StreamId,
+    pub device: String,
+    /// Futex wakes since the stream was created.
+    pub wakeups: u64,
+    /// Mean wakes per second since the stream was created.
+    pub per_sec: f64,
 }
 
 /// How a prompt is answered, and for how long the answer holds.

@@ -30,27 +30,35 @@ const BLOCK: usize = 128;
 /// peak absolute value added. Extra samples beyond the shorter slice's last whole frame are
 /// left alone. `channels` of 0 is treated as 1.
 pub fn mix_ramped(dst: &mut [f32], src: &[f32], channels: usize, start: f32, step: f32) -> f32 {
-    mix_ramped_body(dst, src, channels, start, step)
+    mix_ramped_body::<LANES>(dst, src, channels, start, step)
 }
 
+/// The kernel body, with `L` independent accumulator lanes: the dispatched paths take more
+/// lanes (4 registers' worth) so the peak's `max` chain does not bound the loop.
 #[inline(always)]
-fn mix_ramped_body(dst: &mut [f32], src: &[f32], channels: usize, start: f32, step: f32) -> f32 {
+fn mix_ramped_body<const L: usize>(
+    dst: &mut [f32],
+    src: &[f32],
+    channels: usize,
+    start: f32,
+    step: f32,
+) -> f32 {
     let ch = channels.max(1);
     let len = dst.len().min(src.len());
     let len = len - len % ch;
     let (dst, src) = (&mut dst[..len], &src[..len]);
     if step == 0.0 {
-        return mix_const(dst, src, start);
+        return mix_const::<L>(dst, src, start);
     }
     // Frame numbers convert to f32 from i32 (a SIMD instruction) rather than from usize; the
     // same value rounds the same either way, so this matches the reference exactly.
     if len / ch < i32::MAX as usize - BLOCK {
         match ch {
-            1 => return mix_ramp_c::<1>(dst, src, start, step),
-            2 => return mix_ramp_c::<2>(dst, src, start, step),
-            4 => return mix_ramp_c::<4>(dst, src, start, step),
-            6 => return mix_ramp_c::<6>(dst, src, start, step),
-            8 => return mix_ramp_c::<8>(dst, src, start, step),
+            1 => return mix_ramp_c::<1, L>(dst, src, start, step),
+            2 => return mix_ramp_c::<2, L>(dst, src, start, step),
+            4 => return mix_ramp_c::<4, L>(dst, src, start, step),
+            6 => return mix_ramp_c::<6, L>(dst, src, start, step),
+            8 => return mix_ramp_c::<8, L>(dst, src, start, step),
             _ => {}
         }
     }
@@ -68,7 +76,7 @@ fn mix_ramped_body(dst: &mut [f32], src: &[f32], channels: usize, start: f32, st
             gf.fill(start + step * ((frame + k + 1) as f32));
         }
         frame += d.len() / ch;
-        peak = max(peak, mix_gains(d, s, g));
+        peak = max(peak, mix_gains::<L>(d, s, g));
     }
     peak
 }
@@ -77,7 +85,12 @@ fn mix_ramped_body(dst: &mut [f32], src: &[f32], channels: usize, start: f32, st
 /// for a block of frames at once (vectorised), spread over the channels, then mixed with
 /// [`mix_gains`]. The caller guarantees frame numbers fit in an i32.
 #[inline(always)]
-fn mix_ramp_c<const C: usize>(dst: &mut [f32], src: &[f32], start: f32, step: f32) -> f32 {
+fn mix_ramp_c<const C: usize, const L: usize>(
+    dst: &mut [f32],
+    src: &[f32],
+    start: f32,
+    step: f32,
+) -> f32 {
     const FRAMES: usize = 64;
     let mut frame_gains = [0.0f32; FRAMES];
     let mut gains = [0.0f32; FRAMES * 8];
@@ -93,7 +106,7 @@ fn mix_ramp_c<const C: usize>(dst: &mut [f32], src: &[f32], start: f32, step: f3
             }
         }
         first += FRAMES as i32;
-        peak = max(peak, mix_gains(d, s, &gains[..d.len()]));
+        peak = max(peak, mix_gains::<L>(d, s, &gains[..d.len()]));
     }
     peak
 }
@@ -110,18 +123,18 @@ fn max(a: f32, b: f32) -> f32 {
 }
 
 #[inline(always)]
-fn fold(peaks: &[f32; LANES]) -> f32 {
+fn fold<const L: usize>(peaks: &[f32; L]) -> f32 {
     peaks.iter().fold(0.0f32, |m, &p| max(m, p))
 }
 
 /// Constant gain.
 #[inline(always)]
-fn mix_const(dst: &mut [f32], src: &[f32], gain: f32) -> f32 {
-    let mut peaks = [0.0f32; LANES];
-    let mut dc = dst.chunks_exact_mut(LANES);
-    let mut sc = src.chunks_exact(LANES);
+fn mix_const<const L: usize>(dst: &mut [f32], src: &[f32], gain: f32) -> f32 {
+    let mut peaks = [0.0f32; L];
+    let mut dc = dst.chunks_exact_mut(L);
+    let mut sc = src.chunks_exact(L);
     for (d, s) in (&mut dc).zip(&mut sc) {
-        for i in 0..LANES {
+        for i in 0..L {
             let v = s[i] * gain;
             d[i] += v;
             peaks[i] = max(peaks[i], v.abs());
@@ -138,13 +151,13 @@ fn mix_const(dst: &mut [f32], src: &[f32], gain: f32) -> f32 {
 
 /// A gain per sample.
 #[inline(always)]
-fn mix_gains(dst: &mut [f32], src: &[f32], gains: &[f32]) -> f32 {
-    let mut peaks = [0.0f32; LANES];
-    let mut dc = dst.chunks_exact_mut(LANES);
-    let mut sc = src.chunks_exact(LANES);
-    let mut gc = gains.chunks_exact(LANES);
+fn mix_gains<const L: usize>(dst: &mut [f32], src: &[f32], gains: &[f32]) -> f32 {
+    let mut peaks = [0.0f32; L];
+    let mut dc = dst.chunks_exact_mut(L);
+    let mut sc = src.chunks_exact(L);
+    let mut gc = gains.chunks_exact(L);
     for ((d, s), g) in (&mut dc).zip(&mut sc).zip(&mut gc) {
-        for i in 0..LANES {
+        for i in 0..L {
             let v = s[i] * g[i];
             d[i] += v;
             peaks[i] = max(peaks[i], v.abs());
@@ -166,15 +179,15 @@ fn mix_gains(dst: &mut [f32], src: &[f32], gains: &[f32]) -> f32 {
 
 /// Clamps every sample to [-1, 1] in place and returns the peak absolute value after clamping.
 pub fn clamp_peak(buf: &mut [f32]) -> f32 {
-    clamp_peak_body(buf)
+    clamp_peak_body::<LANES>(buf)
 }
 
 #[inline(always)]
-fn clamp_peak_body(buf: &mut [f32]) -> f32 {
-    let mut peaks = [0.0f32; LANES];
-    let mut chunks = buf.chunks_exact_mut(LANES);
+fn clamp_peak_body<const L: usize>(buf: &mut [f32]) -> f32 {
+    let mut peaks = [0.0f32; L];
+    let mut chunks = buf.chunks_exact_mut(L);
     for c in &mut chunks {
-        for i in 0..LANES {
+        for i in 0..L {
             let v = c[i].clamp(-1.0, 1.0);
             c[i] = v;
             peaks[i] = max(peaks[i], v.abs());
@@ -307,15 +320,33 @@ impl MixKernels {
 mod x86 {
     use super::{clamp_peak_body, mix_ramped_body};
 
+    // Four registers of accumulator lanes per level.
+    #[inline(always)]
+    fn mix32(d: &mut [f32], s: &[f32], c: usize, a: f32, b: f32) -> f32 {
+        mix_ramped_body::<32>(d, s, c, a, b)
+    }
+    #[inline(always)]
+    fn mix64(d: &mut [f32], s: &[f32], c: usize, a: f32, b: f32) -> f32 {
+        mix_ramped_body::<64>(d, s, c, a, b)
+    }
+    #[inline(always)]
+    fn clamp32(b: &mut [f32]) -> f32 {
+        clamp_peak_body::<32>(b)
+    }
+    #[inline(always)]
+    fn clamp64(b: &mut [f32]) -> f32 {
+        clamp_peak_body::<64>(b)
+    }
+
     soundgate_proto::__sg_target_feature_kernel!("avx2,fma", mix_avx2, mix_avx2_tf,
-        mix_ramped_body, (d: &mut [f32], s: &[f32], c: usize, a: f32, b: f32) -> f32);
+        mix32, (d: &mut [f32], s: &[f32], c: usize, a: f32, b: f32) -> f32);
     soundgate_proto::__sg_target_feature_kernel!("avx2,fma", clamp_avx2, clamp_avx2_tf,
-        clamp_peak_body, (b: &mut [f32]) -> f32);
+        clamp32, (b: &mut [f32]) -> f32);
     soundgate_proto::__sg_target_feature_kernel!("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl",
-        mix_avx512, mix_avx512_tf, mix_ramped_body,
+        mix_avx512, mix_avx512_tf, mix64,
         (d: &mut [f32], s: &[f32], c: usize, a: f32, b: f32) -> f32);
     soundgate_proto::__sg_target_feature_kernel!("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl",
-        clamp_avx512, clamp_avx512_tf, clamp_peak_body, (b: &mut [f32]) -> f32);
+        clamp_avx512, clamp_avx512_tf, clamp64, (b: &mut [f32]) -> f32);
 }
 
 /// The plain scalar kernels the optimised ones are checked against.

@@ -133,6 +133,10 @@ pub struct StreamShared {
     rms: AtomicU32,
     ended: AtomicU8,
     release: AtomicBool,
+    /// Futex wakes the engine made for this stream's client.
+    wakeups: AtomicU64,
+    /// When the control side created it (for rates).
+    created: std::time::Instant,
 }
 
 impl StreamShared {
@@ -149,9 +153,26 @@ impl StreamShared {
             rms: AtomicU32::new(0),
             ended: AtomicU8::new(ENDED_NONE),
             release: AtomicBool::new(false),
+            wakeups: AtomicU64::new(0),
+            created: std::time::Instant::now(),
         };
         s.set_volume(volume);
         Arc::new(s)
+    }
+
+    /// Client wake-ups (futex wakes) the engine made for this stream.
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
+    }
+
+    /// Mean client wake-ups per second since the stream was created.
+    pub fn wakeups_per_sec(&self) -> f64 {
+        let secs = self.created.elapsed().as_secs_f64();
+        if secs > 0.0 {
+            self.wakeups() as f64 / secs
+        } else {
+            0.0
+        }
     }
 
     /// Sets the linear volume (1.0 = unity). Negative or non-finite values become 0.
@@ -1315,6 +1336,7 @@ fn play(
         // consumed, so a client that lies in its header costs at most this one wake per cycle.
         if s.ring.take_wake_request(avail - n as u64) {
             s.ring.signal();
+            sh.wakeups.fetch_add(1, Ordering::Relaxed);
             woke = true;
         }
     }
@@ -1361,6 +1383,7 @@ fn capture(
         s.shared.set_peak(peak);
         s.shared.set_rms(rms);
         s.ring.signal();
+        s.shared.wakeups.fetch_add(1, Ordering::Relaxed);
         return true;
     }
     false
