@@ -498,7 +498,7 @@ impl AudioWriter {
     /// Writes whole frames of interleaved bytes in the writer's spec.
     pub fn write(&mut self, data: &[u8]) -> Result<(), AudioError> {
         let frame = self.spec.frame_bytes();
-        if data.len() % frame != 0 {
+        if !data.len().is_multiple_of(frame) {
             return Err(AudioError::Unsupported(format!(
                 "{} bytes are not whole {frame}-byte frames",
                 data.len()

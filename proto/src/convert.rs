@@ -62,14 +62,13 @@ fn encode_body(format: SampleFormat, samples: &[f32], out: &mut [u8]) {
     match format {
         SampleFormat::S16Le => {
             for (s, c) in samples.iter().zip(out.chunks_exact_mut(2)) {
-                let v = (s * S16_SCALE).round().clamp(-32_768.0, 32_767.0) as i16;
+                let v = round_half_away(s * S16_SCALE).clamp(-32_768.0, 32_767.0) as i16;
                 c.copy_from_slice(&v.to_le_bytes());
             }
         }
         SampleFormat::S32Le => {
             for (s, c) in samples.iter().zip(out.chunks_exact_mut(4)) {
-                let v = (f64::from(*s) * S32_SCALE)
-                    .round()
+                let v = round_half_away_f64(f64::from(*s) * S32_SCALE)
                     .clamp(-S32_SCALE, S32_SCALE - 1.0) as i32;
                 c.copy_from_slice(&v.to_le_bytes());
             }
@@ -80,6 +79,23 @@ fn encode_body(format: SampleFormat, samples: &[f32], out: &mut [u8]) {
             }
         }
     }
+}
+
+/// `x.round()` (half away from zero), as an add and a truncation that vectorise on every
+/// level (SSE2 has no rounding instruction, so `round` is a libm call per sample there). Exact
+/// for every f32: below 2^23 adding the largest float under 0.5 (with x's sign) and
+/// truncating gives the same integer; from 2^23 up x is already an integer and the add
+/// rounds back to it; NaN and infinities pass through. `encode_into` truncates after
+/// clamping (`as`), so no `trunc` call is needed either.
+#[inline(always)]
+fn round_half_away(x: f32) -> f32 {
+    x + 0.499_999_97f32.copysign(x)
+}
+
+/// [`round_half_away`] in f64 (exact below 2^52, which every f32 × 2^31 is, or an integer).
+#[inline(always)]
+fn round_half_away_f64(x: f64) -> f64 {
+    x + 0.499_999_999_999_999_94f64.copysign(x)
 }
 
 /// Remixes `frames` interleaved frames from `src_ch` to `dst_ch` channels.
@@ -291,6 +307,85 @@ mod x86 {
         (s: &[f32], sc: usize, d: &mut [f32], dc: usize, n: usize));
 }
 
+/// The plain per-sample kernels every path (the portable one included) is tested against:
+/// the original loops, kept as written.
+pub mod reference {
+    use super::{SampleFormat, S16_SCALE, S32_SCALE};
+
+    /// Same contract as [`super::decode_into`].
+    pub fn decode_into(format: SampleFormat, bytes: &[u8], out: &mut [f32]) {
+        match format {
+            SampleFormat::S16Le => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = f32::from(i16::from_le_bytes([c[0], c[1]])) / S16_SCALE;
+                }
+            }
+            SampleFormat::S32Le => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = (f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])) / S32_SCALE)
+                        as f32;
+                }
+            }
+            SampleFormat::F32Le => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    // A NaN or infinity from a client must not poison the mix.
+                    *o = if v.is_finite() { v } else { 0.0 };
+                }
+            }
+        }
+    }
+
+    /// Same contract as [`super::encode_into`].
+    pub fn encode_into(format: SampleFormat, samples: &[f32], out: &mut [u8]) {
+        match format {
+            SampleFormat::S16Le => {
+                for (s, c) in samples.iter().zip(out.chunks_exact_mut(2)) {
+                    let v = (s * S16_SCALE).round().clamp(-32_768.0, 32_767.0) as i16;
+                    c.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            SampleFormat::S32Le => {
+                for (s, c) in samples.iter().zip(out.chunks_exact_mut(4)) {
+                    let v = (f64::from(*s) * S32_SCALE)
+                        .round()
+                        .clamp(-S32_SCALE, S32_SCALE - 1.0) as i32;
+                    c.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            SampleFormat::F32Le => {
+                for (s, c) in samples.iter().zip(out.chunks_exact_mut(4)) {
+                    c.copy_from_slice(&s.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// Same contract as [`super::remix`].
+    pub fn remix(src: &[f32], src_ch: usize, dst: &mut [f32], dst_ch: usize, frames: usize) {
+        let src = &src[..frames * src_ch];
+        let dst = &mut dst[..frames * dst_ch];
+        if src_ch == dst_ch {
+            dst.copy_from_slice(src);
+        } else if src_ch == 1 {
+            for (d, &s) in dst.chunks_exact_mut(dst_ch).zip(src) {
+                d.fill(s);
+            }
+        } else if dst_ch == 1 {
+            let inv = 1.0 / src_ch as f32;
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(src_ch)) {
+                *d = s.iter().sum::<f32>() * inv;
+            }
+        } else {
+            for (d, s) in dst.chunks_exact_mut(dst_ch).zip(src.chunks_exact(src_ch)) {
+                for (i, o) in d.iter_mut().enumerate() {
+                    *o = s.get(i).copied().unwrap_or(0.0);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,7 +473,7 @@ mod tests {
                     SampleFormat::F32Le,
                 ] {
                     let (mut a, mut b) = (vec![7.0f32; len], vec![7.0f32; len]);
-                    decode_into(fmt, &bytes, &mut a);
+                    reference::decode_into(fmt, &bytes, &mut a);
                     (k.decode)(fmt, &bytes, &mut b);
                     let (a, b): (Vec<u32>, Vec<u32>) = (
                         a.iter().map(|v| v.to_bits()).collect(),
@@ -390,6 +485,15 @@ mod tests {
                 let mut samples: Vec<f32> = (0..len)
                     .map(|_| ((rng(&mut seed) >> 40) as f32 / (1u64 << 23) as f32) - 1.0)
                     .collect();
+                // Every other sample a halfway case of s16 or s32 (k + 0.5 steps).
+                for (i, v) in samples.iter_mut().enumerate().skip(7).step_by(2) {
+                    let k = (i as f32 * 37.0) % 65_536.0 - 32_768.0;
+                    *v = if i % 4 == 1 {
+                        (k + 0.5) / 32_768.0
+                    } else {
+                        (k * 65_536.0 + 0.5) / 2_147_483_648.0
+                    };
+                }
                 for (i, v) in [1.0f32, -1.0, 1.5, -3.0, 0.5 / 32768.0, -1.5 / 32768.0, 0.0]
                     .iter()
                     .enumerate()
@@ -405,7 +509,7 @@ mod tests {
                 ] {
                     let (mut a, mut b) = (vec![0u8; len * 4], vec![0u8; len * 4]);
                     let n = len * fmt.bytes();
-                    encode_into(fmt, &samples, &mut a[..n]);
+                    reference::encode_into(fmt, &samples, &mut a[..n]);
                     (k.encode)(fmt, &samples, &mut b[..n]);
                     assert_eq!(a, b, "encode {fmt:?} len {len} on {}", isa.name());
                 }
@@ -420,7 +524,7 @@ mod tests {
                 ] {
                     let frames = len / sc;
                     let (mut a, mut b) = (vec![0f32; frames * dc], vec![0f32; frames * dc]);
-                    remix(&samples, sc, &mut a, dc, frames);
+                    reference::remix(&samples, sc, &mut a, dc, frames);
                     (k.remix)(&samples, sc, &mut b, dc, frames);
                     assert_eq!(a, b, "remix {sc}->{dc} len {len} on {}", isa.name());
                 }
