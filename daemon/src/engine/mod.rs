@@ -14,7 +14,8 @@
 //! - **takes no lock and logs nothing**; meters and counters are published through atomics
 //!   ([`StreamShared`], [`SinkShared`]);
 //! - **makes no blocking syscall** but the clock sleep (`clock_nanosleep(TIMER_ABSTIME)` on
-//!   `CLOCK_MONOTONIC`) and a device-clocked backend's device wait. It never touches a file
+//!   `CLOCK_MONOTONIC`) and a device-clocked backend's device wait — and, only while it carries
+//!   no stream at all, the idle sleep (see *Idle suspend*). It never touches a file
 //!   a client holds: clients are woken through their ring header's futex word
 //!   ([`soundgate_proto::futex`]; `FUTEX_WAKE` cannot block, whatever the client wrote in the
 //!   header), and the only eventfd it writes is the sink's own notify eventfd
@@ -48,6 +49,23 @@
 //! drift). A cycle that is late by less than [`LATE_REBASE_NS`] runs at once, so small delays
 //! are caught up by running back to back; one later than that (a VM stall, a suspended
 //! process) counts in [`SinkShared::late_cycles`] and re-bases the clock instead of bursting.
+//!
+//! # Idle suspend
+//!
+//! With [`SinkShared::set_idle_suspend`] set (the core sets `[engine] idle_suspend_secs` for
+//! null and ALSA devices), an engine that has had no stream — none carried, queued, or waiting
+//! to be handed back — for that long stops its clock: it calls the backend's `set_idle(true)`
+//! (ALSA stops the PCM), sets [`SinkShared::idle`], and sleeps on a futex word in
+//! [`SinkShared`] (daemon memory; no client holds it). Queueing a stream and stopping bump
+//! that word and wake it after the queue push; the engine reads the word, re-checks its
+//! queue and stop flag, then waits on the value it read, so no wake-up is lost. On resume it
+//! calls `set_idle(false)`, restarts its clock from now and runs a cycle at once.
+//!
+//! # Kernels
+//!
+//! The mix and conversion kernels are called through [`mix::MixKernels`] and
+//! [`convert::ConvertKernels`] tables chosen when the engine is spawned (runtime CPU dispatch;
+//! see [`soundgate_proto::convert::Isa`]).
 //!
 //! # Streams
 //!
