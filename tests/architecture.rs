@@ -150,6 +150,7 @@ fn every_unsafe_block_is_explained() {
         "proto/src/shm.rs",
         "proto/src/ring.rs",
         "proto/src/futex.rs",
+        "proto/src/simd.rs",
         "proto/src/sock.rs",
         "daemon/src/identity.rs",
         "daemon/src/engine/rt.rs",

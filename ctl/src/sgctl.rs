@@ -1632,6 +1632,7 @@ impl Ctl {
             "client_cost": s.client_cost.iter()
                 .map(|(c, share)| json!({ "client": c, "share": share }))
                 .collect::<Vec<_>>(),
+            "stream_wakeups": to_json(&s.stream_wakeups),
         });
         self.emit(v, || {
             say(kv(&[
@@ -1683,7 +1684,21 @@ impl Ctl {
                 .iter()
                 .map(|(c, share)| vec![c.to_string(), format!("{:.3}%", share * 100.0)])
                 .collect();
-            say(table(&["CLIENT", "COST"], &rows))
+            say(table(&["CLIENT", "COST"], &rows))?;
+            say("")?;
+            let rows: Vec<Vec<String>> = s
+                .stream_wakeups
+                .iter()
+                .map(|w| {
+                    vec![
+                        w.stream.to_string(),
+                        w.device.clone(),
+                        w.wakeups.to_string(),
+                        format!("{:.1}", w.per_sec),
+                    ]
+                })
+                .collect();
+            say(table(&["STREAM", "DEVICE", "WAKEUPS", "WAKEUPS/S"], &rows))
         })
     }
 }

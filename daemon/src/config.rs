@@ -221,12 +221,19 @@ impl Default for PromptsConfig {
 pub struct EngineConfig {
     /// SCHED_FIFO priority of the engine threads (1..=99); `None`: no real-time scheduling.
     pub realtime_priority: Option<i32>,
+    /// Seconds a sink or source (null or ALSA) carries no stream before its clock stops
+    /// (`idle_suspend_secs`, 0..=3600; 0 never stops it).
+    pub idle_suspend_secs: u64,
 }
+
+/// Default of `[engine] idle_suspend_secs`.
+pub const DEFAULT_IDLE_SUSPEND_SECS: u64 = 5;
 
 impl Default for EngineConfig {
     fn default() -> EngineConfig {
         EngineConfig {
             realtime_priority: Some(20),
+            idle_suspend_secs: DEFAULT_IDLE_SUSPEND_SECS,
         }
     }
 }
@@ -430,6 +437,7 @@ struct RawPrompts {
 #[serde(deny_unknown_fields)]
 struct RawEngine {
     realtime_priority: Option<Spanned<toml::Value>>,
+    idle_suspend_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -583,8 +591,26 @@ impl Cx<'_> {
     }
 
     fn engine(&self, raw: Option<RawEngine>) -> Result<EngineConfig, ConfigError> {
-        let Some(prio) = raw.and_then(|e| e.realtime_priority) else {
+        let Some(raw) = raw else {
             return Ok(EngineConfig::default());
+        };
+        let idle_suspend_secs = match &raw.idle_suspend_secs {
+            None => DEFAULT_IDLE_SUSPEND_SECS,
+            Some(v) => match u64::try_from(*v.get_ref()) {
+                Ok(secs @ 0..=3600) => secs,
+                _ => {
+                    return Err(self.err(
+                        v.span(),
+                        "engine: idle_suspend_secs must be 0..=3600 (0: never)",
+                    ))
+                }
+            },
+        };
+        let Some(prio) = raw.realtime_priority else {
+            return Ok(EngineConfig {
+                idle_suspend_secs,
+                ..EngineConfig::default()
+            });
         };
         let realtime_priority = match prio.get_ref() {
             toml::Value::Integer(0) => None,
@@ -597,7 +623,10 @@ impl Cx<'_> {
                 ))
             }
         };
-        Ok(EngineConfig { realtime_priority })
+        Ok(EngineConfig {
+            realtime_priority,
+            idle_suspend_secs,
+        })
     }
 
     fn count(
@@ -1214,6 +1243,24 @@ decision = "ask"
         let c = parse("[[sink]]\nname = \"a\"\n[[sink]]\nname = \"b\"\n").unwrap();
         assert_eq!(c.default_sink().unwrap().name, "a");
         assert_eq!(c.sinks.iter().filter(|s| s.default).count(), 1);
+    }
+
+    #[test]
+    fn idle_suspend_secs_values() {
+        assert_eq!(
+            parse("").map(|c| c.engine.idle_suspend_secs).ok(),
+            Some(DEFAULT_IDLE_SUSPEND_SECS)
+        );
+        for v in [0u64, 1, 3600] {
+            let c = parse(&format!("[engine]\nidle_suspend_secs = {v}\n"));
+            assert_eq!(c.map(|c| c.engine.idle_suspend_secs).ok(), Some(v));
+        }
+        for v in ["-1", "3601", "\"5\""] {
+            let e = parse(&format!("[engine]\nidle_suspend_secs = {v}\n"));
+            assert!(e.is_err(), "{v} accepted");
+        }
+        let e = parse("[engine]\nidle_suspend_secs = 9999\n").err();
+        assert!(e.is_some_and(|e| e.to_string().contains(":2: engine: idle_suspend_secs")));
     }
 
     #[test]

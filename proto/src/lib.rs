@@ -14,6 +14,7 @@ pub mod resample;
 pub mod ring;
 pub mod samples;
 pub mod shm;
+pub mod simd;
 pub mod sock;
 pub mod wire;
 

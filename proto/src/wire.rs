@@ -246,6 +246,19 @@ pub struct ServerStats {
     pub devices: Vec<DeviceStats>,
     /// Estimated engine CPU per client, as a share of one cycle budget (client id, share).
     pub client_cost: Vec<(ClientId, f64)>,
+    /// Client wake-ups per stream.
+    pub stream_wakeups: Vec<StreamWakeups>,
+}
+
+/// How often the engine woke one stream's client ([`ServerStats::stream_wakeups`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StreamWakeups {
+    pub stream: StreamId,
+    pub device: String,
+    /// Futex wakes since the stream was created.
+    pub wakeups: u64,
+    /// Mean wakes per second since the stream was created.
+    pub per_sec: f64,
 }
 
 /// How a prompt is answered, and for how long the answer holds.
@@ -424,6 +437,9 @@ pub enum DeviceState {
     /// The device failed or vanished; the server retries opening it. Its playback streams
     /// moved to the fallback sink; its record streams are paused.
     Unavailable,
+    /// No stream for `[engine] idle_suspend_secs`: the clock is stopped (an ALSA device is
+    /// stopped) until the next stream, which starts it again within one quantum.
+    Idle,
 }
 
 /// Direction of a stream.

@@ -13,7 +13,7 @@ use sgtop::event::{AppEvent, Command, Data};
 use sgtop::state::Connection;
 use soundgate_proto::wire::{
     ClientInfo, DeviceInfo, DeviceKind, DeviceState, DeviceStats, Direction, Event, GrantInfo,
-    Meter, PromptAnswer, PromptInfo, Request, ServerInfo, ServerStats, StreamInfo,
+    Meter, PromptAnswer, PromptInfo, Request, ServerInfo, ServerStats, StreamInfo, StreamWakeups,
 };
 use soundgate_proto::{SampleFormat, StreamSpec};
 
@@ -191,6 +191,20 @@ fn fixture() -> App {
                 wakeups: 9000,
             }],
             client_cost: vec![(2, 0.004), (3, 0.011)],
+            stream_wakeups: vec![
+                StreamWakeups {
+                    stream: 1,
+                    device: "speakers".into(),
+                    wakeups: 600,
+                    per_sec: 10.0,
+                },
+                StreamWakeups {
+                    stream: 2,
+                    device: "speakers".into(),
+                    wakeups: 150,
+                    per_sec: 2.5,
+                },
+            ],
         })),
     ];
     for d in data {

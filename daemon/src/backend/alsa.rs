@@ -66,6 +66,14 @@ pub trait PcmIo: Send + std::fmt::Debug {
     fn prepare(&mut self) -> Result<(), i32>;
     /// `snd_pcm_resume`.
     fn resume(&mut self) -> Result<(), i32>;
+    /// `snd_pcm_drop`: stop now, discarding what is queued (idle suspend).
+    fn stop(&mut self) -> Result<(), i32> {
+        Ok(())
+    }
+    /// Start a prepared capture PCM (`snd_pcm_start`).
+    fn start(&mut self) -> Result<(), i32> {
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -86,6 +94,12 @@ impl PcmIo for RealPcm {
     }
     fn resume(&mut self) -> Result<(), i32> {
         self.0.resume().map_err(|e| e.errno())
+    }
+    fn stop(&mut self) -> Result<(), i32> {
+        self.0.drop().map_err(|e| e.errno())
+    }
+    fn start(&mut self) -> Result<(), i32> {
+        self.0.start().map_err(|e| e.errno())
     }
 }
 
@@ -581,6 +595,25 @@ impl AlsaBackend {
         }
     }
 
+    /// Idle suspend: stop the PCM (the card may power down), or prepare it again (and start
+    /// a capture PCM). A failure here is the device failing: handed to the reopen helper.
+    fn set_idle_(&mut self, idle: bool) -> Result<(), BackendError> {
+        let capture = self.params.dir == Dir::Capture;
+        let Some(pcm) = self.pcm.as_mut() else {
+            return Ok(());
+        };
+        let res = if idle {
+            pcm.stop()
+        } else {
+            pcm.prepare()
+                .and_then(|()| if capture { pcm.start() } else { Ok(()) })
+        };
+        match res {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.give_up(e)),
+        }
+    }
+
     fn finish_(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(h) = self.helper.take() {
@@ -616,6 +649,9 @@ impl Backend for AlsaBackend {
     fn report(&self) -> DeviceReport {
         self.report_()
     }
+    fn set_idle(&mut self, idle: bool) -> Result<(), BackendError> {
+        self.set_idle_(idle)
+    }
 }
 
 impl CaptureBackend for AlsaBackend {
@@ -640,6 +676,9 @@ impl CaptureBackend for AlsaBackend {
     }
     fn report(&self) -> DeviceReport {
         self.report_()
+    }
+    fn set_idle(&mut self, idle: bool) -> Result<(), BackendError> {
+        self.set_idle_(idle)
     }
 }
 

@@ -145,6 +145,12 @@ pub trait Backend: Send {
     fn report(&self) -> DeviceReport {
         DeviceReport::default()
     }
+    /// The engine goes idle (`true`: no stream, its clock stops; ALSA stops the PCM so the
+    /// card can power down) or resumes (`false`: ALSA prepares it again). Called on the
+    /// engine thread, outside any cycle; must not block for long.
+    fn set_idle(&mut self, _idle: bool) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
 /// A capture source's input. Same threading rules as [`Backend`].
@@ -173,6 +179,10 @@ pub trait CaptureBackend: Send {
     /// See [`Backend::report`].
     fn report(&self) -> DeviceReport {
         DeviceReport::default()
+    }
+    /// See [`Backend::set_idle`].
+    fn set_idle(&mut self, _idle: bool) -> Result<(), BackendError> {
+        Ok(())
     }
 }
 

@@ -21,7 +21,7 @@ use super::{err, Core, Registry};
 use crate::policy::{Action, Decision, Object, Role};
 use soundgate_proto::wire::{
     ClientId, ClientInfo, DeviceStats, ErrorKind, Event, Meter, Reply, Request, ServerStats,
-    StreamId, WireError,
+    StreamId, StreamWakeups, WireError,
 };
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -381,6 +381,19 @@ impl Core {
             rss_bytes: rss_bytes(),
             devices,
             client_cost: cost.into_iter().collect(),
+            stream_wakeups: reg
+                .streams
+                .iter()
+                .map(|(id, s)| StreamWakeups {
+                    stream: *id,
+                    device: self
+                        .sinks
+                        .get(s.sink)
+                        .map_or_else(|| s.device.clone(), |k| k.name.clone()),
+                    wakeups: s.shared.wakeups(),
+                    per_sec: s.shared.wakeups_per_sec(),
+                })
+                .collect(),
         }
     }
 }

@@ -241,6 +241,15 @@ pub(crate) fn open(sc: &SinkConfig, source: bool, config: &Config) -> Result<Sin
         name: sc.name.clone(),
         source,
     })?;
+    // Idle suspend for devices with a clock of their own to stop; a file sink's timeline is
+    // its clock (silence where nothing played), so it never idles.
+    if backend_name != "file" {
+        handle
+            .shared()
+            .set_idle_suspend(std::time::Duration::from_secs(
+                config.engine.idle_suspend_secs,
+            ));
+    }
     Ok(Sink {
         name: sc.name.clone(),
         backend: backend_name,
@@ -417,10 +426,12 @@ impl Core {
             volume: sh.volume(),
             muted: sh.muted(),
             monitor_of: monitor.then(|| s.name.clone()),
-            state: if available || monitor {
-                DeviceState::Running
-            } else {
+            state: if !(available || monitor) {
                 DeviceState::Unavailable
+            } else if sh.idle() {
+                DeviceState::Idle
+            } else {
+                DeviceState::Running
             },
             clock: s.handle.clock().name().into(),
             device: report.device.clone(),

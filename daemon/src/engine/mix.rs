@@ -11,7 +11,15 @@
 //! (and benchmarked beside). Both compute each product and sum with the same operations in the
 //! same order, so their results agree exactly; the tests allow 1e-6.
 //!
-//! Nothing here allocates; both kernels are safe to call on the RT thread.
+//! [`MixKernels`] is the runtime CPU dispatch: the same source compiled under
+//! `#[target_feature]` for AVX2 + FMA and for AVX-512 (see
+//! [`soundgate_proto::convert::Isa`]), handed out as plain `fn` pointers that the engine picks
+//! once at set-up. No path fuses a multiply-add (Rust never contracts), so every path is
+//! bit-exact with [`mix_ramped`]; the tests run each path this CPU supports.
+//!
+//! Nothing here allocates; all kernels are safe to call on the RT thread.
+
+use soundgate_proto::convert::Isa;
 
 /// Independent accumulator lanes (a multiple of every SIMD width we care about).
 const LANES: usize = 16;
@@ -22,22 +30,35 @@ const BLOCK: usize = 128;
 /// peak absolute value added. Extra samples beyond the shorter slice's last whole frame are
 /// left alone. `channels` of 0 is treated as 1.
 pub fn mix_ramped(dst: &mut [f32], src: &[f32], channels: usize, start: f32, step: f32) -> f32 {
+    mix_ramped_body::<LANES>(dst, src, channels, start, step)
+}
+
+/// The kernel body, with `L` independent accumulator lanes: the dispatched paths take more
+/// lanes (4 registers' worth) so the peak's `max` chain does not bound the loop.
+#[inline(always)]
+fn mix_ramped_body<const L: usize>(
+    dst: &mut [f32],
+    src: &[f32],
+    channels: usize,
+    start: f32,
+    step: f32,
+) -> f32 {
     let ch = channels.max(1);
     let len = dst.len().min(src.len());
     let len = len - len % ch;
     let (dst, src) = (&mut dst[..len], &src[..len]);
     if step == 0.0 {
-        return mix_const(dst, src, start);
+        return mix_const::<L>(dst, src, start);
     }
     // Frame numbers convert to f32 from i32 (a SIMD instruction) rather than from usize; the
     // same value rounds the same either way, so this matches the reference exactly.
     if len / ch < i32::MAX as usize - BLOCK {
         match ch {
-            1 => return mix_ramp_c::<1>(dst, src, start, step),
-            2 => return mix_ramp_c::<2>(dst, src, start, step),
-            4 => return mix_ramp_c::<4>(dst, src, start, step),
-            6 => return mix_ramp_c::<6>(dst, src, start, step),
-            8 => return mix_ramp_c::<8>(dst, src, start, step),
+            1 => return mix_ramp_c::<1, L>(dst, src, start, step),
+            2 => return mix_ramp_c::<2, L>(dst, src, start, step),
+            4 => return mix_ramp_c::<4, L>(dst, src, start, step),
+            6 => return mix_ramp_c::<6, L>(dst, src, start, step),
+            8 => return mix_ramp_c::<8, L>(dst, src, start, step),
             _ => {}
         }
     }
@@ -55,7 +76,7 @@ pub fn mix_ramped(dst: &mut [f32], src: &[f32], channels: usize, start: f32, ste
             gf.fill(start + step * ((frame + k + 1) as f32));
         }
         frame += d.len() / ch;
-        peak = max(peak, mix_gains(d, s, g));
+        peak = max(peak, mix_gains::<L>(d, s, g));
     }
     peak
 }
@@ -63,7 +84,13 @@ pub fn mix_ramped(dst: &mut [f32], src: &[f32], channels: usize, start: f32, ste
 /// The ramped path for a channel count known at compile time: per-frame gains are computed
 /// for a block of frames at once (vectorised), spread over the channels, then mixed with
 /// [`mix_gains`]. The caller guarantees frame numbers fit in an i32.
-fn mix_ramp_c<const C: usize>(dst: &mut [f32], src: &[f32], start: f32, step: f32) -> f32 {
+#[inline(always)]
+fn mix_ramp_c<const C: usize, const L: usize>(
+    dst: &mut [f32],
+    src: &[f32],
+    start: f32,
+    step: f32,
+) -> f32 {
     const FRAMES: usize = 64;
     let mut frame_gains = [0.0f32; FRAMES];
     let mut gains = [0.0f32; FRAMES * 8];
@@ -79,7 +106,7 @@ fn mix_ramp_c<const C: usize>(dst: &mut [f32], src: &[f32], start: f32, step: f3
             }
         }
         first += FRAMES as i32;
-        peak = max(peak, mix_gains(d, s, &gains[..d.len()]));
+        peak = max(peak, mix_gains::<L>(d, s, &gains[..d.len()]));
     }
     peak
 }
@@ -96,17 +123,18 @@ fn max(a: f32, b: f32) -> f32 {
 }
 
 #[inline(always)]
-fn fold(peaks: &[f32; LANES]) -> f32 {
+fn fold<const L: usize>(peaks: &[f32; L]) -> f32 {
     peaks.iter().fold(0.0f32, |m, &p| max(m, p))
 }
 
 /// Constant gain.
-fn mix_const(dst: &mut [f32], src: &[f32], gain: f32) -> f32 {
-    let mut peaks = [0.0f32; LANES];
-    let mut dc = dst.chunks_exact_mut(LANES);
-    let mut sc = src.chunks_exact(LANES);
+#[inline(always)]
+fn mix_const<const L: usize>(dst: &mut [f32], src: &[f32], gain: f32) -> f32 {
+    let mut peaks = [0.0f32; L];
+    let mut dc = dst.chunks_exact_mut(L);
+    let mut sc = src.chunks_exact(L);
     for (d, s) in (&mut dc).zip(&mut sc) {
-        for i in 0..LANES {
+        for i in 0..L {
             let v = s[i] * gain;
             d[i] += v;
             peaks[i] = max(peaks[i], v.abs());
@@ -122,13 +150,14 @@ fn mix_const(dst: &mut [f32], src: &[f32], gain: f32) -> f32 {
 }
 
 /// A gain per sample.
-fn mix_gains(dst: &mut [f32], src: &[f32], gains: &[f32]) -> f32 {
-    let mut peaks = [0.0f32; LANES];
-    let mut dc = dst.chunks_exact_mut(LANES);
-    let mut sc = src.chunks_exact(LANES);
-    let mut gc = gains.chunks_exact(LANES);
+#[inline(always)]
+fn mix_gains<const L: usize>(dst: &mut [f32], src: &[f32], gains: &[f32]) -> f32 {
+    let mut peaks = [0.0f32; L];
+    let mut dc = dst.chunks_exact_mut(L);
+    let mut sc = src.chunks_exact(L);
+    let mut gc = gains.chunks_exact(L);
     for ((d, s), g) in (&mut dc).zip(&mut sc).zip(&mut gc) {
-        for i in 0..LANES {
+        for i in 0..L {
             let v = s[i] * g[i];
             d[i] += v;
             peaks[i] = max(peaks[i], v.abs());
@@ -150,10 +179,15 @@ fn mix_gains(dst: &mut [f32], src: &[f32], gains: &[f32]) -> f32 {
 
 /// Clamps every sample to [-1, 1] in place and returns the peak absolute value after clamping.
 pub fn clamp_peak(buf: &mut [f32]) -> f32 {
-    let mut peaks = [0.0f32; LANES];
-    let mut chunks = buf.chunks_exact_mut(LANES);
+    clamp_peak_body::<LANES>(buf)
+}
+
+#[inline(always)]
+fn clamp_peak_body<const L: usize>(buf: &mut [f32]) -> f32 {
+    let mut peaks = [0.0f32; L];
+    let mut chunks = buf.chunks_exact_mut(L);
     for c in &mut chunks {
-        for i in 0..LANES {
+        for i in 0..L {
             let v = c[i].clamp(-1.0, 1.0);
             c[i] = v;
             peaks[i] = max(peaks[i], v.abs());
@@ -226,6 +260,95 @@ pub fn rms(sum_squares: f32, samples: usize) -> f32 {
     }
 }
 
+/// Mix kernel: see [`mix_ramped`].
+pub type MixFn = fn(&mut [f32], &[f32], usize, f32, f32) -> f32;
+/// Clamp kernel: see [`clamp_peak`].
+pub type ClampFn = fn(&mut [f32]) -> f32;
+
+/// The mix kernels compiled for one [`Isa`]; plain `fn` pointers, chosen once at engine set-up.
+#[derive(Debug, Clone, Copy)]
+pub struct MixKernels {
+    /// The level these kernels were compiled for.
+    pub isa: Isa,
+    /// Same contract as [`mix_ramped`].
+    pub mix_ramped: MixFn,
+    /// Same contract as [`clamp_peak`].
+    pub clamp_peak: ClampFn,
+}
+
+impl MixKernels {
+    /// The kernels for `isa`, or `None` when this CPU does not support it.
+    pub fn for_isa(isa: Isa) -> Option<MixKernels> {
+        if !isa.supported() {
+            return None;
+        }
+        match isa {
+            Isa::Baseline => Some(MixKernels::portable()),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Some(MixKernels {
+                isa,
+                mix_ramped: x86::mix_avx2,
+                clamp_peak: x86::clamp_avx2,
+            }),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Some(MixKernels {
+                isa,
+                mix_ramped: x86::mix_avx512,
+                clamp_peak: x86::clamp_avx512,
+            }),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => None,
+        }
+    }
+
+    /// The build's baseline kernels.
+    pub fn portable() -> MixKernels {
+        MixKernels {
+            isa: Isa::Baseline,
+            mix_ramped,
+            clamp_peak,
+        }
+    }
+
+    /// The kernels for [`Isa::best`] (detected once, cached).
+    pub fn best() -> MixKernels {
+        MixKernels::for_isa(Isa::best()).unwrap_or_else(MixKernels::portable)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{clamp_peak_body, mix_ramped_body};
+
+    // Four registers of accumulator lanes per level.
+    #[inline(always)]
+    fn mix32(d: &mut [f32], s: &[f32], c: usize, a: f32, b: f32) -> f32 {
+        mix_ramped_body::<32>(d, s, c, a, b)
+    }
+    #[inline(always)]
+    fn mix64(d: &mut [f32], s: &[f32], c: usize, a: f32, b: f32) -> f32 {
+        mix_ramped_body::<64>(d, s, c, a, b)
+    }
+    #[inline(always)]
+    fn clamp32(b: &mut [f32]) -> f32 {
+        clamp_peak_body::<32>(b)
+    }
+    #[inline(always)]
+    fn clamp64(b: &mut [f32]) -> f32 {
+        clamp_peak_body::<64>(b)
+    }
+
+    soundgate_proto::__sg_target_feature_kernel!("avx2,fma", mix_avx2, mix_avx2_tf,
+        mix32, (d: &mut [f32], s: &[f32], c: usize, a: f32, b: f32) -> f32);
+    soundgate_proto::__sg_target_feature_kernel!("avx2,fma", clamp_avx2, clamp_avx2_tf,
+        clamp32, (b: &mut [f32]) -> f32);
+    soundgate_proto::__sg_target_feature_kernel!("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl",
+        mix_avx512, mix_avx512_tf, mix64,
+        (d: &mut [f32], s: &[f32], c: usize, a: f32, b: f32) -> f32);
+    soundgate_proto::__sg_target_feature_kernel!("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl",
+        clamp_avx512, clamp_avx512_tf, clamp64, (b: &mut [f32]) -> f32);
+}
+
 /// The plain scalar kernels the optimised ones are checked against.
 pub mod reference {
     /// Same contract as [`super::mix_ramped`], one frame and one sample at a time.
@@ -277,9 +400,30 @@ mod tests {
     }
 
     fn check(dst: &[f32], src: &[f32], ch: usize, start: f32, step: f32) {
+        for isa in Isa::all_supported() {
+            let k = MixKernels::for_isa(isa).expect("supported");
+            assert_eq!(k.isa, isa);
+            check_one(k.mix_ramped, dst, src, ch, start, step);
+            // The dispatched paths compile the portable kernel's source: bit-exact with it.
+            let (mut a, mut b) = (dst.to_vec(), dst.to_vec());
+            let pa = (k.mix_ramped)(&mut a, src, ch, start, step);
+            let pb = mix_ramped(&mut b, src, ch, start, step);
+            assert_eq!(pa.to_bits(), pb.to_bits(), "peak on {}", isa.name());
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&a),
+                bits(&b),
+                "{} ch {ch} len {}",
+                isa.name(),
+                src.len()
+            );
+        }
+    }
+
+    fn check_one(kernel: MixFn, dst: &[f32], src: &[f32], ch: usize, start: f32, step: f32) {
         let mut a = dst.to_vec();
         let mut b = dst.to_vec();
-        let pa = mix_ramped(&mut a, src, ch, start, step);
+        let pa = kernel(&mut a, src, ch, start, step);
         let pb = reference::mix_ramped(&mut b, src, ch, start, step);
         assert!(
             (pa - pb).abs() <= 1e-6,
@@ -364,10 +508,13 @@ mod tests {
         let mut rng = Rng(99);
         for len in [0usize, 1, 15, 16, 17, 100] {
             let v: Vec<f32> = (0..len).map(|_| rng.f32(3.0)).collect();
-            let (mut a, mut b) = (v.clone(), v);
-            assert_eq!(clamp_peak(&mut a), reference::clamp_peak(&mut b));
-            assert_eq!(a, b);
-            assert!(a.iter().all(|x| (-1.0..=1.0).contains(x)));
+            for isa in Isa::all_supported() {
+                let k = MixKernels::for_isa(isa).expect("supported");
+                let (mut a, mut b) = (v.clone(), v.clone());
+                assert_eq!((k.clamp_peak)(&mut a), reference::clamp_peak(&mut b));
+                assert_eq!(a, b, "{}", isa.name());
+                assert!(a.iter().all(|x| (-1.0..=1.0).contains(x)));
+            }
         }
     }
 }

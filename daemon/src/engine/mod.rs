@@ -14,7 +14,8 @@
 //! - **takes no lock and logs nothing**; meters and counters are published through atomics
 //!   ([`StreamShared`], [`SinkShared`]);
 //! - **makes no blocking syscall** but the clock sleep (`clock_nanosleep(TIMER_ABSTIME)` on
-//!   `CLOCK_MONOTONIC`) and a device-clocked backend's device wait. It never touches a file
+//!   `CLOCK_MONOTONIC`) and a device-clocked backend's device wait — and, only while it carries
+//!   no stream at all, the idle sleep (see *Idle suspend*). It never touches a file
 //!   a client holds: clients are woken through their ring header's futex word
 //!   ([`soundgate_proto::futex`]; `FUTEX_WAKE` cannot block, whatever the client wrote in the
 //!   header), and the only eventfd it writes is the sink's own notify eventfd
@@ -48,6 +49,23 @@
 //! drift). A cycle that is late by less than [`LATE_REBASE_NS`] runs at once, so small delays
 //! are caught up by running back to back; one later than that (a VM stall, a suspended
 //! process) counts in [`SinkShared::late_cycles`] and re-bases the clock instead of bursting.
+//!
+//! # Idle suspend
+//!
+//! With [`SinkShared::set_idle_suspend`] set (the core sets `[engine] idle_suspend_secs` for
+//! null and ALSA devices), an engine that has had no stream — none carried, queued, or waiting
+//! to be handed back — for that long stops its clock: it calls the backend's `set_idle(true)`
+//! (ALSA stops the PCM), sets [`SinkShared::idle`], and sleeps on a futex word in
+//! [`SinkShared`] (daemon memory; no client holds it). Queueing a stream and stopping bump
+//! that word and wake it after the queue push; the engine reads the word, re-checks its
+//! queue and stop flag, then waits on the value it read, so no wake-up is lost. On resume it
+//! calls `set_idle(false)`, restarts its clock from now and runs a cycle at once.
+//!
+//! # Kernels
+//!
+//! The mix and conversion kernels are called through [`mix::MixKernels`] and
+//! [`convert::ConvertKernels`] tables chosen when the engine is spawned (runtime CPU dispatch;
+//! see [`soundgate_proto::convert::Isa`]).
 //!
 //! # Streams
 //!
@@ -99,6 +117,9 @@ use std::thread::JoinHandle;
 pub const MAX_QUANTUM: u32 = 16_384;
 /// Most streams one sink may carry.
 pub const MAX_STREAMS_LIMIT: usize = 4_096;
+/// Longest single idle sleep (the loop sleeps again if nothing arrived).
+const IDLE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// A wake-up later than this re-bases the clock instead of catching up.
 pub const LATE_REBASE_NS: u64 = 200_000_000;
 
@@ -130,6 +151,10 @@ pub struct StreamShared {
     rms: AtomicU32,
     ended: AtomicU8,
     release: AtomicBool,
+    /// Futex wakes the engine made for this stream's client.
+    wakeups: AtomicU64,
+    /// When the control side created it (for rates).
+    created: std::time::Instant,
 }
 
 impl StreamShared {
@@ -146,9 +171,26 @@ impl StreamShared {
             rms: AtomicU32::new(0),
             ended: AtomicU8::new(ENDED_NONE),
             release: AtomicBool::new(false),
+            wakeups: AtomicU64::new(0),
+            created: std::time::Instant::now(),
         };
         s.set_volume(volume);
         Arc::new(s)
+    }
+
+    /// Client wake-ups (futex wakes) the engine made for this stream.
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
+    }
+
+    /// Mean client wake-ups per second since the stream was created.
+    pub fn wakeups_per_sec(&self) -> f64 {
+        let secs = self.created.elapsed().as_secs_f64();
+        if secs > 0.0 {
+            self.wakeups() as f64 / secs
+        } else {
+            0.0
+        }
     }
 
     /// Sets the linear volume (1.0 = unity). Negative or non-finite values become 0.
@@ -407,6 +449,16 @@ pub struct SinkShared {
     streams: AtomicU32,
     /// Client wake-ups (futex wakes) made.
     wakeups: AtomicU64,
+    /// Idle suspend: ns without a stream before the clock stops (0: never). Set by the
+    /// control side ([`SinkShared::set_idle_suspend`]).
+    idle_after_ns: AtomicU64,
+    /// Whether the engine is idle (clock stopped, thread asleep on `idle_word`).
+    idle: AtomicBool,
+    /// Times the engine went idle.
+    idle_entries: AtomicU64,
+    /// The futex word the idle engine sleeps on; bumped by [`SinkShared::kick`]. Lives in the
+    /// daemon's own memory: no client can see or touch it.
+    idle_word: AtomicU32,
 }
 
 impl SinkShared {
@@ -435,7 +487,38 @@ impl SinkShared {
             last_errno: AtomicI32::new(0),
             streams: AtomicU32::new(0),
             wakeups: AtomicU64::new(0),
+            idle_after_ns: AtomicU64::new(0),
+            idle: AtomicBool::new(false),
+            idle_entries: AtomicU64::new(0),
+            idle_word: AtomicU32::new(0),
         }
+    }
+
+    /// After how long without a stream the engine stops its clock and sleeps until the next
+    /// stream (or stop) arrives; `Duration::ZERO` (the default) never. An ALSA device is
+    /// stopped (`snd_pcm_drop`) while idle and prepared again on resume.
+    pub fn set_idle_suspend(&self, after: std::time::Duration) {
+        let ns = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
+        self.idle_after_ns.store(ns, Ordering::Relaxed);
+        // An engine already idle keeps sleeping; one counting down sees the new value.
+        self.kick();
+    }
+
+    /// Whether the engine is idle: no stream, clock stopped, thread asleep.
+    pub fn idle(&self) -> bool {
+        self.idle.load(Ordering::Acquire)
+    }
+
+    /// Times the engine went idle since the device started.
+    pub fn idle_entries(&self) -> u64 {
+        self.idle_entries.load(Ordering::Relaxed)
+    }
+
+    /// Wakes an idle engine so that it looks at its command queue and stop flag. Control side
+    /// only (one `FUTEX_WAKE`, never blocks).
+    fn kick(&self) {
+        self.idle_word.fetch_add(1, Ordering::Release);
+        soundgate_proto::futex::wake(&self.idle_word, 1);
     }
 
     /// Suspends or resumes the device. A suspended sink consumes nothing from its playback
@@ -827,6 +910,9 @@ impl SinkHandle {
             playback: Vec::with_capacity(max_streams),
             record: Vec::with_capacity(max_streams),
             scratch: Scratch {
+                // Picked once here, off the RT thread: CPU detection is cached in Isa::best.
+                mixk: mix::MixKernels::best(),
+                convk: convert::ConvertKernels::best(),
                 bytes: vec![0u8; q * MAX_FRAME_BYTES],
                 decoded: vec![0.0f32; q * usize::from(MAX_CHANNELS)],
                 remixed: vec![0.0f32; q * usize::from(MAX_CHANNELS)],
@@ -967,6 +1053,8 @@ impl SinkHandle {
             sink: self.name.clone(),
         })?;
         self.live.fetch_add(1, Ordering::AcqRel);
+        // An idle engine resumes on its next stream: after the push, so it finds it.
+        self.shared.kick();
         Ok(())
     }
 
@@ -1080,6 +1168,7 @@ impl SinkHandle {
             let _commands = lock(&self.commands);
             self.stop.store(true, Ordering::Release);
         }
+        self.shared.kick();
         Some(thread.join())
     }
 
@@ -1147,6 +1236,10 @@ struct RecordSlot {
 }
 
 struct Scratch {
+    /// The mix kernels for this CPU (runtime dispatch, chosen at set-up).
+    mixk: mix::MixKernels,
+    /// The conversion kernels for this CPU (likewise).
+    convk: convert::ConvertKernels,
     /// One quantum of the widest frame: raw stream bytes.
     bytes: Vec<u8>,
     /// One quantum of up to MAX_CHANNELS samples: decoded.
@@ -1240,17 +1333,17 @@ fn play(
         let raw = &mut scratch.bytes[..n * s.spec.frame_bytes()];
         s.ring.copy_out(slot.read, raw).map_err(|_| BadIndex)?;
         let decoded = &mut scratch.decoded[..n * ch];
-        convert::decode_into(s.spec.format, raw, decoded);
+        (scratch.convk.decode)(s.spec.format, raw, decoded);
         let src: &[f32] = if ch == sink_ch {
             decoded
         } else {
-            convert::remix(decoded, ch, &mut scratch.remixed, sink_ch, n);
+            (scratch.convk.remix)(decoded, ch, &mut scratch.remixed, sink_ch, n);
             &scratch.remixed[..n * sink_ch]
         };
         let start = slot.gain;
         if start != 0.0 || target != 0.0 {
             let step = (target - start) / quantum as f32;
-            peak = mix::mix_ramped(&mut mix[..n * sink_ch], src, sink_ch, start, step);
+            peak = (scratch.mixk.mix_ramped)(&mut mix[..n * sink_ch], src, sink_ch, start, step);
             energy = mix::sum_squares_ramped(src, sink_ch, start, step);
         }
         slot.read += n as u64;
@@ -1261,6 +1354,7 @@ fn play(
         // consumed, so a client that lies in its header costs at most this one wake per cycle.
         if s.ring.take_wake_request(avail - n as u64) {
             s.ring.signal();
+            sh.wakeups.fetch_add(1, Ordering::Relaxed);
             woke = true;
         }
     }
@@ -1294,11 +1388,11 @@ fn capture(
     let src: &[f32] = if ch == sink_ch {
         mix
     } else {
-        convert::remix(mix, sink_ch, &mut scratch.remixed, ch, quantum);
+        (scratch.convk.remix)(mix, sink_ch, &mut scratch.remixed, ch, quantum);
         &scratch.remixed[..quantum * ch]
     };
     let raw = &mut scratch.bytes[..quantum * s.spec.frame_bytes()];
-    convert::encode_into(s.spec.format, src, raw);
+    (scratch.convk.encode)(s.spec.format, src, raw);
     // Cannot fail: add_record checked the mapping is writable and the ring holds >= 2 quanta.
     if s.ring.copy_in(slot.write, raw).is_ok() {
         slot.write += quantum as u64;
@@ -1307,6 +1401,7 @@ fn capture(
         s.shared.set_peak(peak);
         s.shared.set_rms(rms);
         s.ring.signal();
+        s.shared.wakeups.fetch_add(1, Ordering::Relaxed);
         return true;
     }
     false
@@ -1337,7 +1432,26 @@ impl Engine {
         let mut start = timer::now_ns();
         let mut n: u64 = 0;
         let mut timer_paced = !device_clock;
+        let mut last_busy = start;
         while !self.stop.load(Ordering::Acquire) {
+            // Idle suspend: no stream (nor one queued, nor anything to hand back) for
+            // `idle_after_ns` stops the clock until the control side kicks us.
+            let idle_after = self.shared.idle_after_ns.load(Ordering::Relaxed);
+            let busy = !self.playback.is_empty()
+                || !self.record.is_empty()
+                || !self.commands.is_empty()
+                || !self.limbo.is_empty()
+                || self.notify_pending;
+            let now = timer::now_ns();
+            if busy || idle_after == 0 {
+                last_busy = now;
+            } else if now.saturating_sub(last_busy) >= idle_after {
+                self.sleep_idle();
+                start = timer::now_ns();
+                n = 0;
+                last_busy = start;
+                continue;
+            }
             let want_timer = !device_clock || !self.available;
             if want_timer && !timer_paced {
                 // The device clock stopped (device unavailable): restart the timer from now.
@@ -1376,6 +1490,35 @@ impl Engine {
             Io::Out(b) => b.finish(),
             Io::In(b) => b.finish(),
         }
+    }
+
+    /// Stops the clock: parks the device and sleeps on the idle futex word until a command is
+    /// queued or the engine is stopped. The one blocking wait of the loop besides the clock,
+    /// allowed because no stream exists to miss a deadline; the word is the daemon's own.
+    fn sleep_idle(&mut self) {
+        self.shared.peak.store(0, Ordering::Relaxed);
+        self.shared.rms.store(0, Ordering::Relaxed);
+        let res = match &mut self.io {
+            Io::Out(b) => b.set_idle(true),
+            Io::In(b) => b.set_idle(true),
+        };
+        self.fault(res);
+        self.shared.idle_entries.fetch_add(1, Ordering::Relaxed);
+        self.shared.idle.store(true, Ordering::Release);
+        loop {
+            let seq = self.shared.idle_word.load(Ordering::Acquire);
+            if self.stop.load(Ordering::Acquire) || !self.commands.is_empty() {
+                break;
+            }
+            // A kick between the load and the wait changes the word: the wait returns at once.
+            soundgate_proto::futex::wait(&self.shared.idle_word, seq, IDLE_WAIT_MAX);
+        }
+        let res = match &mut self.io {
+            Io::Out(b) => b.set_idle(false),
+            Io::In(b) => b.set_idle(false),
+        };
+        self.fault(res);
+        self.shared.idle.store(false, Ordering::Release);
     }
 
     /// Counts a device fault; an outage marks the device unavailable and wakes the core.
@@ -1546,7 +1689,7 @@ impl Engine {
         }
         self.publish_count();
         let (peak, rms) = self.device_gain_and_meters();
-        convert::encode_into(self.spec.format, &self.mix, &mut self.out);
+        (self.scratch.convk.encode)(self.spec.format, &self.mix, &mut self.out);
         if let (true, Io::Out(b)) = (self.available, &mut self.io) {
             let t = timer::now_ns();
             let res = b.write(&self.out);
@@ -1584,7 +1727,7 @@ impl Engine {
             mix::scale_ramped(&mut self.mix, self.sink_ch, start, step);
         }
         self.dev_gain = target;
-        let peak = mix::clamp_peak(&mut self.mix);
+        let peak = (self.scratch.mixk.clamp_peak)(&mut self.mix);
         let rms = mix::rms(mix::sum_squares(&self.mix), self.mix.len());
         self.shared.peak.store(peak.to_bits(), Ordering::Relaxed);
         self.shared.rms.store(rms.to_bits(), Ordering::Relaxed);
@@ -1627,7 +1770,7 @@ impl Engine {
             self.flush_retired();
             return;
         }
-        convert::decode_into(self.spec.format, &self.out, &mut self.mix);
+        (self.scratch.convk.decode)(self.spec.format, &self.out, &mut self.mix);
         let (peak, rms) = self.device_gain_and_meters();
         let mut woke = 0;
         for slot in &mut self.record {

@@ -1089,3 +1089,85 @@ fn removals_cannot_be_lost_however_many_come_at_once() {
     }
     h.shutdown().unwrap();
 }
+
+/// A backend that records its blocks and its idle transitions.
+struct IdleBackend {
+    blocks: mpsc::Sender<Vec<u8>>,
+    idle: mpsc::Sender<bool>,
+}
+
+impl Backend for IdleBackend {
+    fn write(&mut self, data: &[u8]) -> Result<(), BackendError> {
+        let _ = self.blocks.send(data.to_vec());
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn name(&self) -> &'static str {
+        "test-idle"
+    }
+    fn set_idle(&mut self, idle: bool) -> Result<(), BackendError> {
+        let _ = self.idle.send(idle);
+        Ok(())
+    }
+}
+
+#[test]
+fn idle_engine_stops_its_clock_and_resumes_on_the_next_stream() {
+    let sink_spec = spec(SampleFormat::F32Le, 2);
+    let (tx, rx) = mpsc::channel();
+    let (itx, irx) = mpsc::channel();
+    let backend = IdleBackend {
+        blocks: tx,
+        idle: itx,
+    };
+    let h = SinkHandle::spawn(params("idle", sink_spec, 16), Box::new(backend)).unwrap();
+    // The default never idles: the clock runs.
+    wait_cycles(&h, 3);
+    assert!(!h.shared().idle());
+    h.shared().set_idle_suspend(Duration::from_millis(50));
+    wait_for("the engine to go idle", || h.shared().idle());
+    assert_eq!(irx.recv_timeout(TIMEOUT).ok(), Some(true), "device parked");
+    assert_eq!(h.shared().idle_entries(), 1);
+    // Asleep: the cycle counter stops and nothing reaches the device.
+    let c = h.shared().cycles();
+    drain(&rx);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(h.shared().cycles(), c, "an idle engine runs no cycle");
+    assert!(rx.try_recv().is_err(), "an idle engine writes nothing");
+    // A new stream wakes it; its first quantum reaches the device.
+    let (s, mut cl) = playback(1, spec(SampleFormat::F32Le, 2), 4 * Q as u64);
+    let tone: Vec<f32> = (0..2 * Q).map(|i| (i % 7) as f32 * 0.05).collect();
+    cl.write(&f32_bytes(&tone));
+    h.add_playback(s).unwrap();
+    assert_eq!(
+        irx.recv_timeout(TIMEOUT).ok(),
+        Some(false),
+        "device resumed"
+    );
+    wait_for("the stream to play", || cl.shared.frames() >= Q as u64);
+    assert!(!h.shared().idle());
+    let out = bytes_f32(&drain(&rx));
+    assert!(
+        find_aligned(&out, &tone[..2 * Q], 2 * Q).is_some(),
+        "the stream's first quantum was played"
+    );
+    // Removing the last stream idles it again; stop wakes an idle engine.
+    h.remove(&cl.shared);
+    wait_for("the stream to be retired", || {
+        h.held() == 0 || !h.collect_retired().is_empty()
+    });
+    wait_for("idle again", || {
+        h.shared().idle() && h.shared().idle_entries() == 2
+    });
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(h.shutdown().is_ok());
+    });
+    assert_eq!(
+        done_rx.recv_timeout(TIMEOUT).ok(),
+        Some(true),
+        "stop wakes it"
+    );
+}

@@ -100,8 +100,15 @@ pub fn draw(f: &mut Frame, area: Rect, st: &State) {
             let load = s.devices.iter().map(|d| d.load).fold(0.0, f64::max);
             let xruns: u64 = s.devices.iter().map(|d| d.xruns).sum();
             let late: u64 = s.devices.iter().map(|d| d.late_cycles).sum();
+            // Client wake-ups: all streams together, and the busiest stream's.
+            let wake: f64 = s.stream_wakeups.iter().map(|w| w.per_sec).sum();
+            let wake_max = s
+                .stream_wakeups
+                .iter()
+                .map(|w| w.per_sec)
+                .fold(0.0, f64::max);
             format!(
-                "engine  cycle {mean:.0} µs mean · {p99:.0} µs p99 · {max:.0} µs max · load {:.0}% · xruns {xruns} · late {late} · clients {} · streams {} · rss {} MiB",
+                "engine  cycle {mean:.0} µs mean · {p99:.0} µs p99 · {max:.0} µs max · wake-ups {wake:.0}/s (max {wake_max:.0}/s a stream) · load {:.0}% · xruns {xruns} · late {late} · clients {} · streams {} · rss {} MiB",
                 load * 100.0,
                 s.clients,
                 s.streams,

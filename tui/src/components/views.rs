@@ -325,6 +325,8 @@ impl View for DevicesView {
                     (DeviceState::Unavailable, _) => ("unavailable", Style::new().fg(Color::Red)),
                     (DeviceState::Running, true) => ("suspended", Style::new().fg(Color::Yellow)),
                     (DeviceState::Running, false) => ("running", Style::new()),
+                    (DeviceState::Idle, true) => ("suspended", Style::new().fg(Color::Yellow)),
+                    (DeviceState::Idle, false) => ("idle", Style::new().fg(Color::DarkGray)),
                 };
                 let meter_cell = if meters {
                     let m: MeterState = st.device_meters.get(&d.name).copied().unwrap_or_default();

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# soundgate vs PulseAudio, side by side on this machine (issue 12, item 6).
+#
+#   bench/run.sh           full run: N = 0 1 8 32 64 256 streams, 10 s windows
+#   bench/run.sh --short   seconds: N = 0 1 8, 2 s windows (CI runs this so it cannot rot)
+#
+# Each server runs privately on a null sink: soundgated in a temp runtime dir, PulseAudio
+# with its own XDG_RUNTIME_DIR/HOME (`-n --daemonize=no --exit-idle-time=-1`, only
+# module-native-protocol-unix and module-null-sink; never the system's). Clients play
+# 48 kHz stereo s16 noise with 20 ms buffers (sgcat / pacat). For every N the two servers are
+# measured alternately: server CPU (utime+stime from /proc over the window), RSS, and (full
+# mode, when strace exists) server syscalls per stream per second over a few seconds.
+# Start-up to socket and idle RSS are measured once per server. Writes BENCHMARKS.md (or
+# $BENCH_OUT). Figures are reported, never asserted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SHORT=0
+[ "${1:-}" = "--short" ] && SHORT=1
+if [ $SHORT = 1 ]; then
+  COUNTS=(0 1 8); WINDOW=2; STRACE_SECS=0; OUT=${BENCH_OUT:-target/BENCHMARKS.short.md}
+else
+  COUNTS=(0 1 8 32 64 256); WINDOW=10; STRACE_SECS=4; OUT=${BENCH_OUT:-BENCHMARKS.md}
+fi
+
+if ! command -v pulseaudio >/dev/null || ! command -v pacat >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pulseaudio pulseaudio-utils >/dev/null
+  fi
+fi
+if [ $STRACE_SECS -gt 0 ] && ! command -v strace >/dev/null && [ "$(id -u)" = 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null || true
+fi
+HAVE_PULSE=1; command -v pulseaudio >/dev/null && command -v pacat >/dev/null || HAVE_PULSE=0
+HAVE_STRACE=0; [ $STRACE_SECS -gt 0 ] && command -v strace >/dev/null && HAVE_STRACE=1
+
+PROFILE=${BENCH_PROFILE:-release}
+if [ "$PROFILE" = release ]; then
+  cargo build --release -q -p soundgated -p soundgate-ctl
+else
+  cargo build -q -p soundgated -p soundgate-ctl
+fi
+BIN=target/$PROFILE
+TICK=$(getconf CLK_TCK)
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+now_ms() { date +%s%3N; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+wait_socket() { for _ in $(seq 1 500); do [ -S "$1" ] && return 0; sleep 0.01; done; return 1; }
+
+SG_PID=; PA_PID=; SG_START_MS=; PA_START_MS=; SG_IDLE_RSS=; PA_IDLE_RSS=
+start_sg() {
+  mkdir -p "$TMP/sg/run" "$TMP/sg/state"
+  cat >"$TMP/sg/soundgate.toml" <<CONF
+[engine]
+realtime_priority = "off"
+[[sink]]
+name = "null"
+backend = "null"
+format = "s16le"
+rate = 48000
+channels = 2
+CONF
+  local t0; t0=$(now_ms)
+  XDG_CONFIG_HOME="$TMP/sg/xdg" "$BIN/soundgated" --runtime-dir "$TMP/sg/run" \
+    --state-dir "$TMP/sg/state" --config "$TMP/sg/soundgate.toml" 2>"$TMP/sg/log" &
+  SG_PID=$!; PIDS+=("$SG_PID")
+  wait_socket "$TMP/sg/run/native" || { cat "$TMP/sg/log"; exit 1; }
+  SG_START_MS=$(( $(now_ms) - t0 ))
+}
+start_pa() {
+  mkdir -p "$TMP/pa/rt" "$TMP/pa/home"
+  chmod 700 "$TMP/pa/rt"
+  local t0; t0=$(now_ms)
+  HOME="$TMP/pa/home" XDG_RUNTIME_DIR="$TMP/pa/rt" XDG_CONFIG_HOME="$TMP/pa/home" \
+    pulseaudio -n --daemonize=no --exit-idle-time=-1 --use-pid-file=no --system=no \
+    --disable-shm=no --realtime=no --high-priority=no --log-target=stderr \
+    -L module-native-protocol-unix \
+    -L "module-null-sink sink_name=null rate=48000 channels=2 format=s16le" \
+    2>"$TMP/pa/log" &
+  PA_PID=$!; PIDS+=("$PA_PID")
+  wait_socket "$TMP/pa/rt/pulse/native" || { cat "$TMP/pa/log"; exit 1; }
+  PA_START_MS=$(( $(now_ms) - t0 ))
+}
+
+CLIENTS=()
+start_clients() { # server n
+  local i
+  for i in $(seq 1 "$2"); do
+    if [ "$1" = sg ]; then
+      "$BIN/sgcat" -p --server "$TMP/sg/run/native" -d null --raw -f s16le --rate 48000 \
+        --channels 2 --latency-msec 20 -n "bench$i" </dev/urandom >/dev/null 2>&1 &
+    else
+      HOME="$TMP/pa/home" XDG_RUNTIME_DIR="$TMP/pa/rt" pacat -p --raw --format=s16le \
+        --rate=48000 --channels=2 --latency-msec=20 -d null </dev/urandom >/dev/null 2>&1 &
+    fi
+    CLIENTS+=($!)
+  done
+}
+stop_clients() {
+  for p in "${CLIENTS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${CLIENTS[@]}"; do wait "$p" 2>/dev/null || true; done
+  CLIENTS=()
+}
+
+declare -A CPU RSS SYS
+measure() { # server pid n
+  local key="$1:$3" t0 t1
+  start_clients "$1" "$3"
+  sleep 1 # settle
+  t0=$(ticks "$2"); sleep "$WINDOW"; t1=$(ticks "$2")
+  CPU[$key]=$(awk -v d=$((t1 - t0)) -v w="$WINDOW" -v t="$TICK" 'BEGIN {printf "%.2f", 100 * d / t / w}')
+  RSS[$key]=$(rss_kib "$2")
+  if [ $HAVE_STRACE = 1 ] && [ "$3" -gt 0 ]; then
+    timeout -s INT "$STRACE_SECS" strace -c -f -q -p "$2" -o "$TMP/strace.$key" 2>/dev/null || true
+    local calls
+    calls=$(awk '$NF == "total" {print $4}' "$TMP/strace.$key" 2>/dev/null | tail -1)
+    SYS[$key]=$(awk -v c="${calls:-0}" -v n="$3" -v s="$STRACE_SECS" 'BEGIN {printf "%.1f", c / n / s}')
+  fi
+  stop_clients
+}
+
+start_sg
+[ $HAVE_PULSE = 1 ] && start_pa
+# Past soundgate's default idle_suspend_secs (5), so N = 0 is the idle state users get.
+sleep 6
+SG_IDLE_RSS=$(rss_kib "$SG_PID")
+[ $HAVE_PULSE = 1 ] && PA_IDLE_RSS=$(rss_kib "$PA_PID")
+for n in "${COUNTS[@]}"; do
+  measure sg "$SG_PID" "$n"
+  [ $HAVE_PULSE = 1 ] && measure pa "$PA_PID" "$n"
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "—" }'; }
+{
+  echo "# Benchmarks: soundgate vs PulseAudio"
+  echo
+  echo "Generated by \`bench/run.sh$([ $SHORT = 1 ] && echo ' --short')\` on $(date -u '+%Y-%m-%d %H:%M UTC')."
+  echo
+  echo "- machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+  echo "- soundgated $PROFILE build; PulseAudio $( [ $HAVE_PULSE = 1 ] && pulseaudio --version | awk '{print $2}' || echo 'not installed')"
+  echo "- clients: 48 kHz stereo s16 noise, 20 ms buffers (sgcat / pacat), null sinks, no real-time scheduling"
+  echo "- server CPU: utime+stime of the server process over ${WINDOW} s, % of one core; servers measured alternately per N"
+  echo
+  echo "| streams | soundgate CPU % | PulseAudio CPU % | ratio sg/pa | soundgate RSS MiB | PulseAudio RSS MiB | sg syscalls/stream/s | pa syscalls/stream/s |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for n in "${COUNTS[@]}"; do
+    sc=${CPU[sg:$n]}; pc=${CPU[pa:$n]:-—}
+    printf '| %s | %s | %s | %s | %.1f | %s | %s | %s |\n' "$n" "$sc" "$pc" "$(ratio "$sc" "${CPU[pa:$n]:-0}")" \
+      "$(awk -v k="${RSS[sg:$n]}" 'BEGIN {print k/1024}')" \
+      "$( [ -n "${RSS[pa:$n]:-}" ] && awk -v k="${RSS[pa:$n]}" 'BEGIN {printf "%.1f", k/1024}' || echo —)" \
+      "${SYS[sg:$n]:-—}" "${SYS[pa:$n]:-—}"
+  done
+  echo
+  echo "| | soundgate | PulseAudio |"
+  echo "|---|---:|---:|"
+  echo "| start-up to socket | ${SG_START_MS} ms | ${PA_START_MS:-—} ms |"
+  echo "| RSS idle | $(awk -v k="$SG_IDLE_RSS" 'BEGIN {printf "%.1f", k/1024}') MiB | $( [ -n "$PA_IDLE_RSS" ] && awk -v k="$PA_IDLE_RSS" 'BEGIN {printf "%.1f", k/1024}' || echo —) MiB |"
+  echo
+  echo "soundgate idles its sink after \`[engine] idle_suspend_secs\` (5 s) without a stream, so the N = 0 row is measured with its clock stopped."
+  echo "Machine load from other processes during the run is not controlled; figures are from one run."
+} >"$OUT"
+cat "$OUT"
