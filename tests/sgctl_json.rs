@@ -45,6 +45,7 @@ const VOLATILE: &[&str] = &[
     "engine_held",
     "engine_streams",
     "wakeups",
+    "per_sec",
     "client",
     "pid",
     "stream",
