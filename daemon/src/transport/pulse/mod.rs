@@ -1259,26 +1259,31 @@ impl Conn {
     fn kill_stream(&mut self, tag: u32, stream: StreamId) {
         let r = self.call(Request::DeleteStream { stream });
         if r.is_ok() {
-            if let Some(ch) = self
-                .plays
-                .iter()
-                .find(|(_, p)| p.id == stream)
-                .map(|(c, _)| *c)
-            {
-                self.plays.remove(&ch);
-                self.command(Command::PlaybackStreamKilled(ch));
-            }
-            if let Some(ch) = self
-                .recs
-                .iter()
-                .find(|(_, r)| r.id == stream)
-                .map(|(c, _)| *c)
-            {
-                self.recs.remove(&ch);
-                self.command(Command::RecordStreamKilled(ch));
-            }
+            self.stream_killed(stream);
         }
         self.done_stream(tag, r)
+    }
+
+    /// Forgets core stream `stream` and tells the client its channel was killed.
+    fn stream_killed(&mut self, stream: StreamId) {
+        if let Some(ch) = self
+            .plays
+            .iter()
+            .find(|(_, p)| p.id == stream)
+            .map(|(c, _)| *c)
+        {
+            self.plays.remove(&ch);
+            self.command(Command::PlaybackStreamKilled(ch));
+        }
+        if let Some(ch) = self
+            .recs
+            .iter()
+            .find(|(_, r)| r.id == stream)
+            .map(|(c, _)| *c)
+        {
+            self.recs.remove(&ch);
+            self.command(Command::RecordStreamKilled(ch));
+        }
     }
 
     fn move_stream(&mut self, tag: u32, stream: Option<u32>, device: Option<String>) {
@@ -1836,24 +1841,7 @@ impl Conn {
         let (facility, kind, index) = match ev {
             Event::StreamEnded { stream, error } => {
                 tracing::debug!(stream, "pulse: stream ended by the server: {error}");
-                if let Some(ch) = self
-                    .plays
-                    .iter()
-                    .find(|(_, p)| p.id == stream)
-                    .map(|(c, _)| *c)
-                {
-                    self.plays.remove(&ch);
-                    self.command(Command::PlaybackStreamKilled(ch));
-                }
-                if let Some(ch) = self
-                    .recs
-                    .iter()
-                    .find(|(_, r)| r.id == stream)
-                    .map(|(c, _)| *c)
-                {
-                    self.recs.remove(&ch);
-                    self.command(Command::RecordStreamKilled(ch));
-                }
+                self.stream_killed(stream);
                 return;
             }
             Event::Underrun { stream, .. } => {
