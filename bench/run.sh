@@ -4,6 +4,12 @@
 #   bench/run.sh           full run: N = 0 1 8 32 64 256 streams, 10 s windows
 #   bench/run.sh --short   seconds: N = 0 1 8, 2 s windows (CI runs this so it cannot rot)
 #
+# Then the pulse flood of issue 11: 60 (short: 8) `pacat --latency-msec=5000 --rate=384000`
+# against soundgate's pulse socket and against PulseAudio, one server at a time, sampling the
+# server's CPU every 0.5 s (mean and peak over the window) and its peak RSS. soundgate refuses
+# the streams beyond its per-uid conversion budget, so the table also counts how many of the
+# pacats were still playing at the end of the window.
+#
 # Each server runs privately on a null sink: soundgated in a temp runtime dir, PulseAudio
 # with its own XDG_RUNTIME_DIR/HOME (`-n --daemonize=no --exit-idle-time=-1`, only
 # module-native-protocol-unix and module-null-sink; never the system's). Clients play
@@ -19,8 +25,10 @@ SHORT=0
 [ "${1:-}" = "--short" ] && SHORT=1
 if [ $SHORT = 1 ]; then
   COUNTS=(0 1 8); WINDOW=2; STRACE_SECS=0; OUT=${BENCH_OUT:-target/BENCHMARKS.short.md}
+  FLOOD=8; FLOOD_WINDOW=2
 else
   COUNTS=(0 1 8 32 64 256); WINDOW=10; STRACE_SECS=4; OUT=${BENCH_OUT:-BENCHMARKS.md}
+  FLOOD=60; FLOOD_WINDOW=10
 fi
 
 if ! command -v pulseaudio >/dev/null || ! command -v pacat >/dev/null; then
@@ -139,6 +147,42 @@ for n in "${COUNTS[@]}"; do
   [ $HAVE_PULSE = 1 ] && measure pa "$PA_PID" "$n"
 done
 
+# The pulse flood: $FLOOD 384 kHz pacats with 5 s buffers, against one server at a time.
+declare -A FCPU FPEAK FRSS FPLAYING
+flood() { # server pid
+  local i p t0 t1 tp tn peak=0 rss=0 r sock
+  [ "$1" = sg ] && sock="$TMP/sg/run/pulse/native" || sock="$TMP/pa/rt/pulse/native"
+  mkdir -p "$TMP/flood-home"
+  for i in $(seq 1 "$FLOOD"); do
+    HOME="$TMP/flood-home" XDG_RUNTIME_DIR="$TMP/flood-home" PULSE_SERVER="unix:$sock" \
+      pacat -p --raw --format=s16le --rate=384000 --channels=2 --latency-msec=5000 \
+      </dev/urandom >/dev/null 2>&1 &
+    CLIENTS+=($!)
+  done
+  sleep 1 # settle: each pacat plays or was refused
+  t0=$(ticks "$2"); tp=$t0
+  for i in $(seq 1 $((FLOOD_WINDOW * 2))); do
+    sleep 0.5
+    tn=$(ticks "$2")
+    peak=$(awk -v d=$((tn - tp)) -v t="$TICK" -v p="$peak" 'BEGIN {c = 100 * d / t / 0.5; print (c > p ? c : p)}')
+    r=$(rss_kib "$2"); [ "$r" -gt "$rss" ] && rss=$r
+    tp=$tn
+  done
+  t1=$tp
+  FCPU[$1]=$(awk -v d=$((t1 - t0)) -v w="$FLOOD_WINDOW" -v t="$TICK" 'BEGIN {printf "%.1f", 100 * d / t / w}')
+  FPEAK[$1]=$(awk -v p="$peak" 'BEGIN {printf "%.0f", p}')
+  FRSS[$1]=$(awk -v k="$rss" 'BEGIN {printf "%.1f", k/1024}')
+  FPLAYING[$1]=0
+  for p in "${CLIENTS[@]}"; do
+    kill -0 "$p" 2>/dev/null && FPLAYING[$1]=$((FPLAYING[$1] + 1))
+  done
+  stop_clients
+}
+if command -v pacat >/dev/null; then
+  flood sg "$SG_PID"
+  [ $HAVE_PULSE = 1 ] && flood pa "$PA_PID"
+fi
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "—" }'; }
 {
   echo "# Benchmarks: soundgate vs PulseAudio"
@@ -165,6 +209,19 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; 
   echo "| start-up to socket | ${SG_START_MS} ms | ${PA_START_MS:-—} ms |"
   echo "| RSS idle | $(awk -v k="$SG_IDLE_RSS" 'BEGIN {printf "%.1f", k/1024}') MiB | $( [ -n "$PA_IDLE_RSS" ] && awk -v k="$PA_IDLE_RSS" 'BEGIN {printf "%.1f", k/1024}' || echo —) MiB |"
   echo
+  if [ -n "${FCPU[sg]:-}" ]; then
+    echo "Pulse flood: $FLOOD \`pacat --latency-msec=5000 --rate=384000\` (stereo s16) at once over the PulseAudio protocol, server CPU sampled every 0.5 s over ${FLOOD_WINDOW} s (% of one core):"
+    echo
+    echo "| flood | soundgate | PulseAudio |"
+    echo "|---|---:|---:|"
+    echo "| pacats still playing | ${FPLAYING[sg]} of $FLOOD | ${FPLAYING[pa]:-—} of $FLOOD |"
+    echo "| server CPU mean % | ${FCPU[sg]} | ${FCPU[pa]:-—} |"
+    echo "| server CPU peak % | ${FPEAK[sg]} | ${FPEAK[pa]:-—} |"
+    echo "| server RSS peak MiB | ${FRSS[sg]} | ${FRSS[pa]:-—} |"
+    echo
+    echo "soundgate converts pulse streams on its own side within a per-uid budget (\`[pulse] convert_samples_per_sec\`), so the pacats beyond it are refused (\`Too large\`) and the count above is what it admitted."
+    echo
+  fi
   echo "soundgate idles its sink after \`[engine] idle_suspend_secs\` (5 s) without a stream, so the N = 0 row is measured with its clock stopped."
   echo "Machine load from other processes during the run is not controlled; figures are from one run."
 } >"$OUT"

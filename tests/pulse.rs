@@ -1015,6 +1015,18 @@ fn flood_of_384_khz_pacats_is_bounded_by_the_conversion_budget() {
     std::thread::sleep(Duration::from_secs(4));
     let (cpu1, rss) = cpu_and_rss(d.pid());
     let playing = all_streams(&d).len() - 1; // less the victim
+                                             // The accepted ones are each listed with their cost (864 000 samples/s a stream, see
+                                             // below), all within the one uid's budget.
+    let during = stats(&d).convert;
+    let converting: u64 = during.iter().map(|c| c.samples_per_sec).sum();
+    assert!(
+        (playing == 0 || !during.is_empty())
+            && converting <= 7_680_000
+            && during
+                .iter()
+                .all(|c| c.budget == 7_680_000 && c.samples_per_sec % 864_000 == 0),
+        "{during:?}"
+    );
     let mut refused = 0;
     let mut reasons = String::new();
     for mut c in flood {
@@ -1049,6 +1061,85 @@ fn flood_of_384_khz_pacats_is_bounded_by_the_conversion_budget() {
     let s = stats(&d);
     let late: u64 = s.devices.iter().map(|x| x.late_cycles).sum();
     assert_eq!(late, 0, "late engine cycles: {:?}", s.devices);
+}
+
+/// `sgctl stats` shows what each pulse client's conversion costs: a 44.1 kHz stereo pacat
+/// into a 48 kHz stereo sink converts 44 100 × 2 + 48 000 × 2 samples/s, charged to its own
+/// core client and to its uid's budget; the entry goes when the stream does.
+#[test]
+fn sgctl_stats_shows_each_pulse_clients_conversion_cost() {
+    let _serial = heavy();
+    let config = format!("{NULL_SINK}\n[pulse]\nconvert_samples_per_sec = 5000000\n");
+    let d = Daemon::start(&config);
+    std::fs::create_dir_all(d.path("home")).unwrap();
+    let sgctl = |args: &[&str]| {
+        let out = Command::new(common::bin("sgctl"))
+            .arg("--admin")
+            .arg(d.admin_socket())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sgctl {args:?}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let convert = || -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_str(&sgctl(&["--json", "stats"])).unwrap();
+        v["convert"].as_array().cloned().unwrap_or_default()
+    };
+    assert!(convert().is_empty(), "no pulse stream, no conversion");
+
+    let mut c = tool(&d, "pacat");
+    c.args([
+        "--playback",
+        "--rate=44100",
+        "--channels=2",
+        "--format=s16le",
+    ]);
+    c.stdin(dev_zero())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut pacat = spawn(c);
+    assert!(
+        wait_for(Duration::from_secs(20), || all_streams(&d).len() == 1),
+        "pacat's stream did not appear:\n{}",
+        d.log()
+    );
+    let owner = all_streams(&d)[0].client;
+    let rows = convert();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        rows[0]["client"], owner,
+        "charged to the stream's own client"
+    );
+    assert_eq!(rows[0]["uid"], own_uid(), "{rows:?}");
+    assert_eq!(rows[0]["samples_per_sec"], 44_100 * 2 + 48_000 * 2);
+    assert_eq!(rows[0]["budget"], 5_000_000);
+    let text = sgctl(&["stats"]);
+    let line = text
+        .lines()
+        .find(|l| l.contains("184200"))
+        .unwrap_or_else(|| panic!("no conversion row in:\n{text}"));
+    assert!(line.contains("5000000"), "{line}");
+    assert!(text.contains("CONVERT/S"), "{text}");
+
+    let _ = pacat.kill();
+    let _ = pacat.wait();
+    assert!(
+        wait_for(Duration::from_secs(10), || convert().is_empty()),
+        "the cost outlived its stream: {:?}",
+        convert()
+    );
+}
+
+/// This test process's uid (what the pacats it starts run as), read from /proc.
+fn own_uid() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
 }
 
 /// SUBSCRIBE delivers events about the connection's own objects only, and the sample cache

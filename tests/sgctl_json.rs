@@ -74,6 +74,8 @@ const VOLATILE: &[&str] = &[
     "expires_in_secs",
     "late_cycles",
     "xruns",
+    "samples_per_sec",
+    "budget",
 ];
 
 /// String fields that hold times.

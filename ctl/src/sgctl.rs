@@ -1633,6 +1633,7 @@ impl Ctl {
                 .map(|(c, share)| json!({ "client": c, "share": share }))
                 .collect::<Vec<_>>(),
             "stream_wakeups": to_json(&s.stream_wakeups),
+            "convert": to_json(&s.convert),
         });
         self.emit(v, || {
             say(kv(&[
@@ -1698,7 +1699,24 @@ impl Ctl {
                     ]
                 })
                 .collect();
-            say(table(&["STREAM", "DEVICE", "WAKEUPS", "WAKEUPS/S"], &rows))
+            say(table(&["STREAM", "DEVICE", "WAKEUPS", "WAKEUPS/S"], &rows))?;
+            say("")?;
+            let rows: Vec<Vec<String>> = s
+                .convert
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.client.to_string(),
+                        c.uid.to_string(),
+                        c.samples_per_sec.to_string(),
+                        c.budget.to_string(),
+                    ]
+                })
+                .collect();
+            say(table(
+                &["CLIENT", "UID", "CONVERT/S", "UID_BUDGET/S"],
+                &rows,
+            ))
         })
     }
 }

@@ -248,6 +248,22 @@ pub struct ServerStats {
     pub client_cost: Vec<(ClientId, f64)>,
     /// Client wake-ups per stream.
     pub stream_wakeups: Vec<StreamWakeups>,
+    /// Format conversion each client's streams cost the daemon (pulse clients; native
+    /// clients convert on their own side and are not listed). Absent from older daemons.
+    #[serde(default)]
+    pub convert: Vec<ClientConvert>,
+}
+
+/// The conversion (format, rate, channel map) one client's streams make the daemon do
+/// ([`ServerStats::convert`]), charged to its uid's conversion budget.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClientConvert {
+    pub client: ClientId,
+    pub uid: u32,
+    /// Samples per second this client's streams convert (client side plus device side).
+    pub samples_per_sec: u64,
+    /// The budget of its uid, shared by all that uid's clients, samples per second.
+    pub budget: u64,
 }
 
 /// How often the engine woke one stream's client ([`ServerStats::stream_wakeups`]).

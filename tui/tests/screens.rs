@@ -205,6 +205,7 @@ fn fixture() -> App {
                     per_sec: 2.5,
                 },
             ],
+            convert: vec![],
         })),
     ];
     for d in data {

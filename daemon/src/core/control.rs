@@ -20,8 +20,8 @@
 use super::{err, Core, Registry};
 use crate::policy::{Action, Decision, Object, Role};
 use soundgate_proto::wire::{
-    ClientId, ClientInfo, DeviceStats, ErrorKind, Event, Meter, Reply, Request, ServerStats,
-    StreamId, StreamWakeups, WireError,
+    ClientConvert, ClientId, ClientInfo, DeviceStats, ErrorKind, Event, Meter, Reply, Request,
+    ServerStats, StreamId, StreamWakeups, WireError,
 };
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -48,6 +48,17 @@ pub(super) struct ControlState {
     meters: Mutex<BTreeMap<ClientId, MeterSub>>,
     /// Wakes [`Core::run_meters`] when subscriptions change.
     wake: Notify,
+    /// Conversion cost per client, as transports that convert report it
+    /// ([`Core::convert_take`], [`Core::convert_give`]).
+    convert: Mutex<BTreeMap<ClientId, Convert>>,
+}
+
+/// One client's conversion cost, as its transport reported it.
+#[derive(Debug, Clone, Copy)]
+struct Convert {
+    uid: u32,
+    samples_per_sec: u64,
+    budget: u64,
 }
 
 impl ControlState {
@@ -56,7 +67,12 @@ impl ControlState {
             started: Instant::now(),
             meters: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
+            convert: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    fn convert(&self) -> MutexGuard<'_, BTreeMap<ClientId, Convert>> {
+        self.convert.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn meters(&self) -> MutexGuard<'_, BTreeMap<ClientId, MeterSub>> {
@@ -327,7 +343,42 @@ impl Core {
         Ok(Reply::Audit(tail))
     }
 
+    /// A transport that converts audio for `client` (of `uid`, whose budget is `budget`
+    /// samples/s) took `cost` more samples/s of it; shown in [`ServerStats::convert`].
+    pub fn convert_take(&self, client: ClientId, uid: u32, cost: u64, budget: u64) {
+        let mut map = self.control.convert();
+        let e = map.entry(client).or_insert(Convert {
+            uid,
+            samples_per_sec: 0,
+            budget,
+        });
+        e.samples_per_sec = e.samples_per_sec.saturating_add(cost);
+        e.budget = budget;
+    }
+
+    /// `client`'s transport gave back `cost` samples/s of conversion (a stream ended).
+    pub fn convert_give(&self, client: ClientId, cost: u64) {
+        let mut map = self.control.convert();
+        if let Some(e) = map.get_mut(&client) {
+            e.samples_per_sec = e.samples_per_sec.saturating_sub(cost);
+            if e.samples_per_sec == 0 {
+                map.remove(&client);
+            }
+        }
+    }
+
     fn stats(&self) -> ServerStats {
+        let convert: Vec<ClientConvert> = self
+            .control
+            .convert()
+            .iter()
+            .map(|(client, c)| ClientConvert {
+                client: *client,
+                uid: c.uid,
+                samples_per_sec: c.samples_per_sec,
+                budget: c.budget,
+            })
+            .collect();
         let reg = self.reg();
         let mut devices = Vec::with_capacity(self.sinks.len());
         let mut loads = Vec::with_capacity(self.sinks.len());
@@ -394,6 +445,7 @@ impl Core {
                     per_sec: s.shared.wakeups_per_sec(),
                 })
                 .collect(),
+            convert,
         }
     }
 }

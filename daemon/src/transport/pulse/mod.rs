@@ -131,7 +131,12 @@ impl Pulse {
         })
     }
 
-    fn take_budget(self: &Arc<Pulse>, uid: u32, cost: u64) -> Result<BudgetShare, String> {
+    fn take_budget(
+        self: &Arc<Pulse>,
+        client: ClientId,
+        uid: u32,
+        cost: u64,
+    ) -> Result<BudgetShare, String> {
         let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
         let used = spent.entry(uid).or_insert(0);
         if *used + cost > self.budget {
@@ -142,8 +147,11 @@ impl Pulse {
             ));
         }
         *used += cost;
+        // Shown per client in the admin `Stats` reply; the core keeps only the figures.
+        self.core.convert_take(client, uid, cost, self.budget);
         Ok(BudgetShare {
             pulse: Arc::clone(self),
+            client,
             uid,
             cost,
         })
@@ -160,12 +168,14 @@ impl Pulse {
 #[derive(Debug)]
 pub struct BudgetShare {
     pulse: Arc<Pulse>,
+    client: ClientId,
     uid: u32,
     cost: u64,
 }
 
 impl Drop for BudgetShare {
     fn drop(&mut self) {
+        self.pulse.core.convert_give(self.client, self.cost);
         let mut spent = self.pulse.spent.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(used) = spent.get_mut(&self.uid) {
             *used = used.saturating_sub(self.cost);
@@ -1465,20 +1475,24 @@ impl Conn {
         let Some(sink) = self.find_sink(p.sink_index, name_of(&p.sink_name)) else {
             return self.error(tag, PulseError::NoEntity);
         };
-        let share = match self
-            .pulse
-            .take_budget(self.uid, self.cost(&p.sample_spec, &sink.spec))
-        {
-            Ok(s) => s,
-            Err(why) => {
-                tracing::warn!(
-                    pid = self.pid,
-                    uid = self.uid,
-                    "pulse: stream refused: {why}"
-                );
-                return self.error(tag, PulseError::TooLarge);
-            }
+        let Some(client) = self.client else {
+            return self.error(tag, PulseError::BadState);
         };
+        let share =
+            match self
+                .pulse
+                .take_budget(client, self.uid, self.cost(&p.sample_spec, &sink.spec))
+            {
+                Ok(s) => s,
+                Err(why) => {
+                    tracing::warn!(
+                        pid = self.pid,
+                        uid = self.uid,
+                        "pulse: stream refused: {why}"
+                    );
+                    return self.error(tag, PulseError::TooLarge);
+                }
+            };
         let max_ms = u64::from(self.core_max_latency_ms());
         let quantum = u64::from(sink.quantum.max(1));
         let min_tlength = min_tlength(&p.sample_spec, &sink);
@@ -1632,20 +1646,24 @@ impl Conn {
             (None, Some(n)) if !n.starts_with('@') => (n, self.guess_spec(), 1024),
             _ => return self.error(tag, PulseError::NoEntity),
         };
-        let share = match self
-            .pulse
-            .take_budget(self.uid, self.cost(&p.sample_spec, &dev_spec))
-        {
-            Ok(s) => s,
-            Err(why) => {
-                tracing::warn!(
-                    pid = self.pid,
-                    uid = self.uid,
-                    "pulse: stream refused: {why}"
-                );
-                return self.error(tag, PulseError::TooLarge);
-            }
+        let Some(client) = self.client else {
+            return self.error(tag, PulseError::BadState);
         };
+        let share =
+            match self
+                .pulse
+                .take_budget(client, self.uid, self.cost(&p.sample_spec, &dev_spec))
+            {
+                Ok(s) => s,
+                Err(why) => {
+                    tracing::warn!(
+                        pid = self.pid,
+                        uid = self.uid,
+                        "pulse: stream refused: {why}"
+                    );
+                    return self.error(tag, PulseError::TooLarge);
+                }
+            };
         let attr = stream::record_attr(&p.sample_spec, p.buffer_attr);
         let ring_spec = StreamSpec {
             format: SampleFormat::F32Le,
