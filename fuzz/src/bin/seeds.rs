@@ -5,6 +5,7 @@
 //! less deep.
 #![no_main]
 
+use pulseaudio::protocol as pa;
 use soundgate_fuzz::encode_script;
 use soundgate_proto::format::{SampleFormat, StreamSpec};
 use soundgate_proto::wire::*;
@@ -245,6 +246,7 @@ fn write_seeds() {
                 rss_bytes: 1 << 20,
                 devices: vec![],
                 client_cost: vec![(1, 0.01)],
+                stream_wakeups: vec![],
             })),
         },
         ServerMsg::Event(Event::StreamEnded {
@@ -362,6 +364,14 @@ fn write_seeds() {
         write(&dir, "ring_index", &format!("pos-{i}"), &bytes);
     }
 
+    // pulse_frames: [version byte][frames], real frames from the crate's encoder — the
+    // handshake a libpulse client sends, then a playback stream.
+    for (name, frames) in pulse_seeds() {
+        let mut bytes = vec![(pa::MAX_VERSION - 8) as u8];
+        bytes.extend(frames);
+        write(&dir, "pulse_frames", name, &bytes);
+    }
+
     // config_toml: the repository's fixtures, valid and invalid.
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/configs");
     for kind in ["valid", "invalid"] {
@@ -374,6 +384,69 @@ fn write_seeds() {
             write(&dir, "config_toml", &name, &text);
         }
     }
+}
+
+/// One frame per command, encoded as libpulse would at the newest protocol version.
+fn pulse_frame(tag: u32, cmd: &pa::Command) -> Vec<u8> {
+    let mut out = Vec::new();
+    pa::write_command_message(&mut out, tag, cmd, pa::MAX_VERSION).expect("encode pulse");
+    out
+}
+
+fn pulse_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let auth = pulse_frame(
+        0,
+        &pa::Command::Auth(pa::AuthParams {
+            version: pa::MAX_VERSION,
+            supports_shm: false,
+            supports_memfd: false,
+            cookie: vec![0x5a; 256],
+        }),
+    );
+    let mut props = pa::Props::new();
+    props.set(pa::Prop::ApplicationName, c"paplay");
+    props.set(pa::Prop::ApplicationProcessBinary, c"paplay");
+    let name = pulse_frame(1, &pa::Command::SetClientName(props.clone()));
+    let spec = pa::SampleSpec {
+        format: pa::SampleFormat::S16Le,
+        channels: 2,
+        sample_rate: 44100,
+    };
+    let play = pulse_frame(
+        2,
+        &pa::Command::CreatePlaybackStream(pa::PlaybackStreamParams {
+            sample_spec: spec,
+            channel_map: pa::ChannelMap::new([
+                pa::ChannelPosition::FrontLeft,
+                pa::ChannelPosition::FrontRight,
+            ]),
+            sink_name: Some(c"@DEFAULT_SINK@".into()),
+            buffer_attr: pa::stream::BufferAttr {
+                max_length: u32::MAX,
+                target_length: 44100,
+                pre_buffering: u32::MAX,
+                minimum_request_length: u32::MAX,
+                fragment_size: u32::MAX,
+            },
+            props,
+            ..Default::default()
+        }),
+    );
+    let info = pulse_frame(3, &pa::Command::GetServerInfo);
+    // A memblock for channel 0: descriptor (length, channel, offset hi/lo, flags) + PCM.
+    let mut memblock = Vec::new();
+    for w in [64u32, 0, 0, 0, 0] {
+        memblock.extend(w.to_be_bytes());
+    }
+    memblock.extend([0u8; 64]);
+    let handshake = [auth.clone(), name.clone()].concat();
+    vec![
+        ("auth", auth),
+        ("set-client-name", name),
+        ("create-playback-stream", play.clone()),
+        ("server-info", info.clone()),
+        ("session", [handshake, play, info, memblock].concat()),
+    ]
 }
 
 libfuzzer_sys::fuzz_target!(init: { write_seeds() }, |_data: &[u8]| {});

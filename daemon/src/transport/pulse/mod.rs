@@ -273,8 +273,54 @@ enum ReadEnd {
     Bad(String),
 }
 
-/// Reads and checks frames (§2.1): length 1..=limit, control packets with flags 0, memblocks
-/// with a seek mode ≤ 3 and no SHM bits.
+/// A frame descriptor that passed [`check_frame_header`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Payload length, in `1..=MAX_PACKET` for a control packet, `1..=MAX_MEMBLOCK` otherwise.
+    pub length: u32,
+    /// `u32::MAX` for a control packet, else the memblock's stream channel.
+    pub channel: u32,
+    /// The descriptor's flags word (0 for a control packet; a seek mode ≤ 3 for a memblock).
+    pub flags: u32,
+}
+
+impl FrameHeader {
+    /// Whether the frame is a control packet (else a memblock).
+    pub fn is_control(&self) -> bool {
+        self.channel == u32::MAX
+    }
+}
+
+/// Checks one frame descriptor (§2.1): length 1..=limit, control packets with flags 0,
+/// memblocks with a seek mode ≤ 3 and no SHM bits. An error ends the connection. The frame
+/// reader calls this on every descriptor; the `pulse_frames` fuzz target feeds it arbitrary
+/// bytes.
+pub fn check_frame_header(header: &[u8; pa::DESCRIPTOR_SIZE]) -> Result<FrameHeader, String> {
+    let word =
+        |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let (length, channel, flags) = (word(0), word(4), word(16));
+    let control = channel == u32::MAX;
+    let limit = if control { MAX_PACKET } else { MAX_MEMBLOCK };
+    if length == 0 || length > limit {
+        return Err(format!("frame length {length} outside 1..={limit}"));
+    }
+    if control && flags != 0 {
+        return Err(format!("control packet with flags {flags:#x}"));
+    }
+    if !control && (flags & 0xff00_0000 != 0) {
+        return Err("SHM frame on a connection without shared memory".into());
+    }
+    if !control && (flags & 0xff) > 3 {
+        return Err(format!("bad seek mode {}", flags & 0xff));
+    }
+    Ok(FrameHeader {
+        length,
+        channel,
+        flags,
+    })
+}
+
+/// Reads frames, each descriptor checked by [`check_frame_header`].
 async fn read_frames(mut rd: OwnedReadHalf, tx: mpsc::Sender<Frame>) -> ReadEnd {
     let mut header = [0u8; pa::DESCRIPTOR_SIZE];
     loop {
@@ -285,31 +331,21 @@ async fn read_frames(mut rd: OwnedReadHalf, tx: mpsc::Sender<Frame>) -> ReadEnd 
                 ReadEnd::Bad(e.to_string())
             };
         }
-        let word =
-            |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-        let (length, channel, flags) = (word(0), word(4), word(16));
-        let control = channel == u32::MAX;
-        let limit = if control { MAX_PACKET } else { MAX_MEMBLOCK };
-        if length == 0 || length > limit {
-            return ReadEnd::Bad(format!("frame length {length} outside 1..={limit}"));
-        }
-        if control && flags != 0 {
-            return ReadEnd::Bad(format!("control packet with flags {flags:#x}"));
-        }
-        if !control && (flags & 0xff00_0000 != 0) {
-            return ReadEnd::Bad("SHM frame on a connection without shared memory".into());
-        }
-        if !control && (flags & 0xff) > 3 {
-            return ReadEnd::Bad(format!("bad seek mode {}", flags & 0xff));
-        }
-        let mut data = vec![0u8; length as usize];
+        let h = match check_frame_header(&header) {
+            Ok(h) => h,
+            Err(why) => return ReadEnd::Bad(why),
+        };
+        let mut data = vec![0u8; h.length as usize];
         if let Err(e) = rd.read_exact(&mut data).await {
             return ReadEnd::Bad(e.to_string());
         }
-        let frame = if control {
+        let frame = if h.is_control() {
             Frame::Packet(data)
         } else {
-            Frame::Memblock { channel, data }
+            Frame::Memblock {
+                channel: h.channel,
+                data,
+            }
         };
         if tx.send(frame).await.is_err() {
             return ReadEnd::Closed;
@@ -318,7 +354,8 @@ async fn read_frames(mut rd: OwnedReadHalf, tx: mpsc::Sender<Frame>) -> ReadEnd 
 }
 
 /// What a packet parses to.
-enum Parsed {
+#[derive(Debug)]
+pub enum Parsed {
     Ok(u32, Box<Command>),
     /// A command number the crate does not know (tag, number).
     Unknown(u32, u32),
@@ -328,8 +365,10 @@ enum Parsed {
     Bad(Option<u32>, String),
 }
 
-/// Parses one control packet, catching a panic in the codec (see the module doc).
-fn parse_command(payload: &[u8], version: u16) -> Parsed {
+/// Parses one control packet, catching a panic in the codec (see the module doc). The
+/// connection calls this on every control packet; the `pulse_frames` fuzz target feeds it
+/// arbitrary bytes.
+pub fn parse_command(payload: &[u8], version: u16) -> Parsed {
     let head = {
         let mut c = Cursor::new(payload);
         let mut ts = pa::TagStructReader::new(&mut c, version);
