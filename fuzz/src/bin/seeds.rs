@@ -247,6 +247,7 @@ fn write_seeds() {
                 devices: vec![],
                 client_cost: vec![(1, 0.01)],
                 stream_wakeups: vec![],
+                convert: vec![],
             })),
         },
         ServerMsg::Event(Event::StreamEnded {
