@@ -185,6 +185,9 @@ pub enum Cmd {
     },
     /// Engine and server statistics: cycle times, load, memory, cost per client.
     Stats,
+    /// The remembered stream settings (volume and mute per user, app and device).
+    #[command(subcommand)]
+    Restore(RestoreOp),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -202,6 +205,24 @@ pub enum DeviceOp {
     Rm {
         /// The device name.
         name: String,
+    },
+}
+
+/// `restore …`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RestoreOp {
+    /// List the remembered settings, least recently used first.
+    List,
+    /// Forget the remembered settings of APP (exit status 4 if none were remembered).
+    Forget {
+        /// The app id (`exe:/usr/bin/mpv`, `flatpak:org.example.App`).
+        app: String,
+        /// Only this user's (default: every user's).
+        #[arg(long, value_name = "UID")]
+        uid: Option<u32>,
+        /// Only on this device (default: every device).
+        #[arg(long, value_name = "DEVICE")]
+        device: Option<String>,
     },
 }
 
@@ -850,6 +871,43 @@ impl Ctl {
         }
     }
 
+    /// `restore list` and `restore forget`.
+    fn restore(&self, op: &RestoreOp) -> Result<()> {
+        let (req, key) = match op {
+            RestoreOp::List => (Request::ListStreamSettings, "settings"),
+            RestoreOp::Forget { app, uid, device } => (
+                Request::ForgetStreamSettings {
+                    app_id: app.clone(),
+                    uid: *uid,
+                    device: device.clone(),
+                },
+                "forgotten",
+            ),
+        };
+        let l = match self.call(req)? {
+            Reply::StreamSettings(l) => l,
+            r => return Err(unexpected(&r)),
+        };
+        self.emit(json!({ key: to_json(&l) }), || {
+            let rows: Vec<Vec<String>> = l
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.uid.to_string(),
+                        s.app_id.clone(),
+                        s.device.clone(),
+                        pct(s.volume),
+                        yes(s.muted),
+                    ]
+                })
+                .collect();
+            if matches!(op, RestoreOp::Forget { .. }) {
+                say(format!("forgot {} setting(s)", l.len()))?;
+            }
+            say(table(&["UID", "APP", "DEVICE", "VOLUME", "MUTED"], &rows))
+        })
+    }
+
     fn samples(&self) -> Result<Vec<SampleInfo>> {
         match self.call(Request::ListSamples)? {
             Reply::Samples(l) => Ok(l),
@@ -957,6 +1015,7 @@ impl Ctl {
             Cmd::Watch { meters } => self.watch(*meters),
             Cmd::Audit { lines, follow } => self.audit(*lines, *follow),
             Cmd::Stats => self.stats(),
+            Cmd::Restore(op) => self.restore(op),
             Cmd::Completions { .. } => Ok(()),
         }
     }

@@ -153,6 +153,16 @@ pub enum Request {
     ListGrants,
     /// Control plane: revoke a grant. Capture streams it authorised end at once.
     RevokeGrant { grant: u64 },
+    /// Admin: the remembered stream settings (volume and mute per uid, app id and device),
+    /// least recently used first.
+    ListStreamSettings,
+    /// Admin: forget the remembered settings of `app_id`: of every uid or only `uid`'s, on
+    /// every device or only `device`. The reply lists what was forgotten; none is `NotFound`.
+    ForgetStreamSettings {
+        app_id: String,
+        uid: Option<u32>,
+        device: Option<String>,
+    },
 }
 
 /// A device to create at run time ([`Request::CreateDevice`]).
@@ -384,6 +394,21 @@ pub enum Reply {
     Audit(Vec<String>),
     /// See [`Request::Stats`].
     Stats(ServerStats),
+    /// See [`Request::ListStreamSettings`] and [`Request::ForgetStreamSettings`].
+    StreamSettings(Vec<StreamSetting>),
+}
+
+/// A remembered stream setting: the next stream of this app of this user on this device
+/// starts with this volume and mute.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StreamSetting {
+    pub uid: u32,
+    /// The daemon-established app id of the streams' owner.
+    pub app_id: String,
+    pub device: String,
+    /// Linear, 0.0..=4.0.
+    pub volume: f32,
+    pub muted: bool,
 }
 
 /// Server-wide facts.

@@ -152,7 +152,7 @@ impl Core {
     }
 
     /// An audited check for an act on the server.
-    fn act(&self, client: ClientId, action: Action) -> Result<(), WireError> {
+    pub(super) fn act(&self, client: ClientId, action: Action) -> Result<(), WireError> {
         let mut reg = self.reg();
         self.authorize(&mut reg, client, action, &Object::Server)
     }

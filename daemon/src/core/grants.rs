@@ -25,11 +25,12 @@
 //! A newer grant replaces an older one with the same key when it is added, so there is at most
 //! one grant per key and tier.
 
+use super::state_file::OrderedWriter;
 use crate::policy::{Action, Subject};
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -145,8 +146,8 @@ pub struct GrantStore {
     next_id: u64,
     /// Bumped by every change of the Always grants; what [`Snapshot`]s are ordered by.
     generation: u64,
-    /// The newest generation on disk, shared by every [`GrantWriter`] of this store.
-    written: std::sync::Arc<std::sync::Mutex<u64>>,
+    /// Writes this store's snapshots in generation order; `None` for a store in memory.
+    writer: Option<OrderedWriter>,
 }
 
 /// The Always grants as of one change, to be written by a [`GrantWriter`] (outside the lock
@@ -160,24 +161,19 @@ pub struct Snapshot {
 /// Writes [`Snapshot`]s of one store atomically, newest wins: a snapshot older than the one
 /// already on disk is skipped, since that one includes its change.
 #[derive(Debug, Clone)]
-pub struct GrantWriter {
-    dir: PathBuf,
-    written: std::sync::Arc<std::sync::Mutex<u64>>,
-}
+pub struct GrantWriter(OrderedWriter);
 
 impl GrantWriter {
-    /// Puts `snap` on disk (temp file, `fsync`, `rename`, `fsync` of the directory) unless a
-    /// newer one is there already. Returns once it is durable.
+    /// Puts `snap` on disk (temp file, `fsync`, `rename`, `fsync` of the directory; see
+    /// [`state_file`](super::state_file)) unless a newer one is there already. Returns once it
+    /// is durable.
     pub fn write(&self, snap: &Snapshot) -> Result<(), GrantError> {
-        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        if snap.generation <= *written {
-            return Ok(());
-        }
-        let path = self.dir.join(GRANTS_FILE);
-        write_atomically(&self.dir, &path, &snap.bytes)
-            .map_err(|source| GrantError::Write { path, source })?;
-        *written = snap.generation;
-        Ok(())
+        self.0
+            .write(snap.generation, &snap.bytes)
+            .map_err(|source| GrantError::Write {
+                path: self.0.path(),
+                source,
+            })
     }
 }
 
@@ -206,7 +202,7 @@ impl GrantStore {
                     grants: Vec::new(),
                     next_id: 1,
                     generation: 0,
-                    written: Default::default(),
+                    writer: Some(OrderedWriter::new(state_dir, GRANTS_FILE)),
                 });
             }
             Err(source) => return Err(GrantError::Read { path, source }),
@@ -253,7 +249,7 @@ impl GrantStore {
             grants: file.grants,
             next_id,
             generation: 0,
-            written: Default::default(),
+            writer: Some(OrderedWriter::new(state_dir, GRANTS_FILE)),
         })
     }
 
@@ -265,7 +261,7 @@ impl GrantStore {
             grants: Vec::new(),
             next_id: 1,
             generation: 0,
-            written: Default::default(),
+            writer: None,
         }
     }
 
@@ -412,10 +408,7 @@ impl GrantStore {
 
     /// Writes this store's snapshots; `None` for a store kept in memory.
     pub fn writer(&self) -> Option<GrantWriter> {
-        self.dir.as_ref().map(|dir| GrantWriter {
-            dir: dir.clone(),
-            written: std::sync::Arc::clone(&self.written),
-        })
+        self.writer.clone().map(GrantWriter)
     }
 
     /// The Always grants now, as a new generation (`None` for a store kept in memory).
@@ -511,37 +504,6 @@ impl GrantStore {
     pub fn list(&self) -> &[Grant] {
         &self.grants
     }
-}
-
-/// Temp file, `write_all`, `fsync`, `rename`, `fsync` of the directory.
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let tmp = dir.join(GRANTS_TMP);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            // Never write through a symlink someone planted in the state dir.
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        // A stale temp file keeps its old mode through O_TRUNC.
-        f.set_permissions(fs::Permissions::from_mode(0o600))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        // Best effort; the old grants file is untouched either way.
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 fn unix_secs() -> u64 {

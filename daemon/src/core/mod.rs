@@ -17,7 +17,9 @@ pub mod control;
 pub mod devices;
 pub mod grants;
 pub mod prompts;
+pub mod restore;
 pub mod samples;
+pub mod state_file;
 pub mod streams;
 
 use crate::backend;
@@ -245,6 +247,8 @@ pub struct Core {
     notice: Option<String>,
     /// Start time and meter subscriptions (see [`control`]).
     control: control::ControlState,
+    /// Remembered stream volumes and mutes (see [`restore`]).
+    restore: Mutex<restore::RestoreStore>,
 }
 
 impl Core {
@@ -286,10 +290,12 @@ impl Core {
             ),
             notice,
             control: control::ControlState::new(),
+            restore: Mutex::new(restore::RestoreStore::in_memory()),
         })
     }
 
-    /// Keeps grants and the audit log in `state_dir` (loading the grants there), and waits
+    /// Keeps grants, the audit log and the remembered stream settings in `state_dir` (loading
+    /// the grants and settings there), and waits
     /// `prompt_timeout` for answers to prompts. Without this, grants live in memory only.
     pub fn open_state(
         &mut self,
@@ -299,6 +305,7 @@ impl Core {
         let consents = consent::Consents::open(Some(state_dir), prompt_timeout, &self.config.audit)
             .map_err(CoreError::State)?;
         self.consent = Mutex::new(consents);
+        self.restore = Mutex::new(restore::RestoreStore::open(state_dir));
         Ok(())
     }
 
@@ -620,14 +627,20 @@ impl Core {
                     s.shared.set_volume(volume);
                     Ok(Reply::Ok)
                 })
-                .inspect(|_| self.stream_changed_now(stream))
+                .inspect(|_| {
+                    self.stream_changed_now(stream);
+                    self.remember_stream(client, stream);
+                })
                 .into(),
             Request::SetMute { stream, muted } => self
                 .with_own_stream(client, stream, |s| {
                     s.shared.set_muted(muted);
                     Ok(Reply::Ok)
                 })
-                .inspect(|_| self.stream_changed_now(stream))
+                .inspect(|_| {
+                    self.stream_changed_now(stream);
+                    self.remember_stream(client, stream);
+                })
                 .into(),
             Request::Cork { stream, corked } => self
                 .with_own_stream(client, stream, |s| {
@@ -676,6 +689,9 @@ impl Core {
             | Request::ListPrompts
             | Request::ListGrants
             | Request::RevokeGrant { .. }) => self.control(client, req).into(),
+            req @ (Request::ListStreamSettings | Request::ForgetStreamSettings { .. }) => {
+                self.stream_settings_request(client, req).into()
+            }
         }
     }
 
@@ -994,6 +1010,10 @@ impl Core {
         let map = Mapping::new(memfd.as_fd(), size, true).map_err(|e| protocol(&e))?;
         let ring = Ring::attach(map, capacity, spec.frame_bytes()).map_err(|e| protocol(&e))?;
         drop(memfd);
+        // Remembered settings of this app on this sink win over the request's (see `restore`).
+        let (volume, muted) = self
+            .remembered(&reg, client, &sink.name)
+            .unwrap_or((volume, muted));
         let shared = StreamShared::new(volume, muted, corked);
         let new = NewPlayback {
             name,
@@ -1055,7 +1075,10 @@ impl Core {
             shm::create_read_only_for_peer("soundgate-rec", size).map_err(|e| internal(&e))?;
         let ring = Ring::init(map, capacity, spec.frame_bytes()).map_err(|e| internal(&e))?;
         let id = next_stream(&mut reg);
-        let shared = StreamShared::new(1.0, false, false);
+        let (volume, muted) = self
+            .remembered(&reg, client, &source)
+            .unwrap_or((1.0, false));
+        let shared = StreamShared::new(volume, muted, false);
         let stream = RecordStream {
             id,
             ring,

@@ -459,6 +459,8 @@ impl Core {
         if let Some(s) = reg.streams.get_mut(&stream) {
             s.home = to;
         }
+        // Settings are remembered per device: the target's, if any, apply from now on.
+        self.restore_onto(&reg, stream, device);
         let from_name = &self.sinks[from].name;
         if let Some(suppressed) = reg.may_log(client) {
             tracing::info!(client, stream, owner, from = %from_name, to = %device, suppressed, "moving stream");

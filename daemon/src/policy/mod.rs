@@ -9,7 +9,8 @@
 //! 1. **The other-clients invariant.** What reaches another client — [`Action::ControlStream`]
 //!    and [`Action::ListStreams`] on a stream it owns or on the server (every client's streams),
 //!    and [`Action::KillClient`], [`Action::ReadMeters`], [`Action::ListClients`],
-//!    [`Action::ReadStats`], [`Action::ReadAudit`] on anything — is denied to a non-admin
+//!    [`Action::ReadStats`], [`Action::ReadAudit`], [`Action::ReadStreamSettings`],
+//!    [`Action::ManageStreamSettings`] on anything — is denied to a non-admin
 //!    subject *before any rule or grant is looked at*: no rule and no grant can give a client
 //!    sight or control of another client. (Rules still apply to admins there, so a rule can
 //!    restrict an admin.) The config refuses, at load, the allow and ask rules this would
@@ -28,6 +29,7 @@
 //! | control-stream, list-streams | one's own stream | allow |
 //! | control-stream, list-streams | another client's stream, a device, the server | admin only |
 //! | kill-client, read-meters, list-clients, read-stats, read-audit | the server | admin only |
+//! | read-stream-settings, manage-stream-settings | the server | admin only |
 //! | record | a capture source (`monitor: false`) | ask |
 //! | record | a monitor source, or a sink (= its monitor) | deny |
 //! | passthrough | anything | deny |
@@ -163,11 +165,15 @@ pub enum Action {
     ReadAudit,
     /// Be an administrator: use the admin socket.
     UseAdminSocket,
+    /// The remembered stream settings of every app (`sgctl restore list`).
+    ReadStreamSettings,
+    /// Forget remembered stream settings (`sgctl restore forget`).
+    ManageStreamSettings,
 }
 
 impl Action {
     /// Every action, in declaration order.
-    pub const ALL: [Action; 16] = [
+    pub const ALL: [Action; 18] = [
         Action::Play,
         Action::Record,
         Action::ControlStream,
@@ -184,6 +190,8 @@ impl Action {
         Action::ReadStats,
         Action::ReadAudit,
         Action::UseAdminSocket,
+        Action::ReadStreamSettings,
+        Action::ManageStreamSettings,
     ];
 
     /// The kebab-case name used in the config file and in audit logs.
@@ -205,6 +213,8 @@ impl Action {
             Action::ReadStats => "read-stats",
             Action::ReadAudit => "read-audit",
             Action::UseAdminSocket => "use-admin-socket",
+            Action::ReadStreamSettings => "read-stream-settings",
+            Action::ManageStreamSettings => "manage-stream-settings",
         }
     }
 }
@@ -220,7 +230,8 @@ impl fmt::Display for Action {
 #[error(
     "unknown action {0:?} (expected one of play, record, control-stream, list-streams, \
      passthrough, suspend, set-default, device-volume, manage-devices, manage-consent, \
-     kill-client, read-meters, list-clients, read-stats, read-audit, use-admin-socket)"
+     kill-client, read-meters, list-clients, read-stats, read-audit, use-admin-socket, \
+     read-stream-settings, manage-stream-settings)"
 )]
 pub struct UnknownAction(pub String);
 
@@ -414,6 +425,8 @@ impl Action {
                 | Action::ListClients
                 | Action::ReadStats
                 | Action::ReadAudit
+                | Action::ReadStreamSettings
+                | Action::ManageStreamSettings
         )
     }
 }
@@ -687,7 +700,9 @@ fn default_decision(subject: &Subject, action: Action, object: &Object<'_>) -> D
             | Action::ReadMeters
             | Action::ListClients
             | Action::ReadStats
-            | Action::ReadAudit,
+            | Action::ReadAudit
+            | Action::ReadStreamSettings
+            | Action::ManageStreamSettings,
             _,
         ) => admin_only(subject, action, object),
         // Decided by `Policy::admin_socket`; never reached.
@@ -731,6 +746,8 @@ fn doing(action: Action, object: &Object<'_>) -> String {
         (Action::ReadStats, _) => "reading the server's statistics".to_string(),
         (Action::ReadAudit, _) => "reading the audit log".to_string(),
         (Action::UseAdminSocket, _) => "using the admin socket".to_string(),
+        (Action::ReadStreamSettings, _) => "reading the remembered stream settings".to_string(),
+        (Action::ManageStreamSettings, _) => "forgetting remembered stream settings".to_string(),
     }
 }
 
@@ -1208,7 +1225,15 @@ mod tests {
         ));
         // Defaults: administrators only.
         let p = Policy::default();
-        for a in [KillClient, ReadMeters, ListClients, ReadStats, ReadAudit] {
+        for a in [
+            KillClient,
+            ReadMeters,
+            ListClients,
+            ReadStats,
+            ReadAudit,
+            ReadStreamSettings,
+            ManageStreamSettings,
+        ] {
             assert_eq!(p.check(&admin(), a, &SERVER), Decision::Allow, "{a}");
             assert!(matches!(p.check(&user(), a, &SERVER), Decision::Deny(_)));
         }

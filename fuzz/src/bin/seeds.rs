@@ -124,6 +124,12 @@ fn requests() -> Vec<Request> {
         Request::ListPrompts,
         Request::ListGrants,
         Request::RevokeGrant { grant: 1 },
+        Request::ListStreamSettings,
+        Request::ForgetStreamSettings {
+            app_id: s("exe:/usr/bin/mpv"),
+            uid: Some(1000),
+            device: Some(s("default")),
+        },
     ]
 }
 
@@ -249,6 +255,16 @@ fn write_seeds() {
                 stream_wakeups: vec![],
                 convert: vec![],
             })),
+        },
+        ServerMsg::Reply {
+            id: 6,
+            result: Ok(Reply::StreamSettings(vec![StreamSetting {
+                uid: 1000,
+                app_id: "exe:/usr/bin/mpv".into(),
+                device: "default".into(),
+                volume: 0.3,
+                muted: false,
+            }])),
         },
         ServerMsg::Event(Event::StreamEnded {
             stream: 1,
