@@ -323,6 +323,15 @@ fn every_sgctl_json_document_matches_its_snapshot() {
     let gid = g["grant"]["id"].as_u64().unwrap().to_string();
     s.doc("revoke", &["revoke", &gid]);
     s.doc("stats", &["stats"]);
+    // The volume and mute set above on `out` are remembered for this test's app.
+    let me = common::exe_id(&std::env::current_exe().unwrap());
+    let r = s.doc("restore_list", &["restore", "list"]);
+    assert_eq!(r["settings"][0]["app_id"], me.as_str(), "{r}");
+    assert_eq!(r["settings"][0]["muted"], true, "{r}");
+    s.doc(
+        "restore_forget",
+        &["restore", "forget", &me, "--device", "out"],
+    );
     s.doc("kill_stream", &["kill", &id]);
     s.doc("kill_client", &["kill", &client]);
     drop(p);
