@@ -664,7 +664,11 @@ fn level_workload(
             (req, (volume, !muted))
         };
         // The app itself, or an administrator (`sgctl volume`), makes the change.
-        let by = if op % 2 == 0 { &client } else { &admin };
+        let by = if op.is_multiple_of(2) {
+            &client
+        } else {
+            &admin
+        };
         journal.lock().unwrap().in_flight = Some((dev.to_string(), new));
         if by.request(req, &[]).is_err() {
             return;
