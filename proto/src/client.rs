@@ -14,9 +14,12 @@
 //!
 //! The server mixes only at the device's rate, so the library converts: a stream's ring carries
 //! the caller's format and channels at the device's rate, or f32 when it has to resample.
-//! Writing blocks while the ring is full: the library asks, in the ring header, to be woken
-//! once half the ring is free, and sleeps on the header's futex
-//! word ([`crate::futex`]), which the server wakes only then. Reading blocks on the record
+//! Writing blocks while the ring is full: the library sleeps on the header's futex word
+//! ([`crate::futex`]) with a timeout predicting when half the ring will be free (the engine
+//! consumes at the device's rate, [`ring::playback_wake_plan`]), and asks, in the ring header,
+//! to be woken by the server only as a safety net if the fill drops a quantum further first,
+//! so the server normally makes no wake-up syscall for it. A stream that is not consumed
+//! (corked, device stopped) asks to be woken once half the ring is free instead. Reading blocks on the record
 //! ring's futex word, which the server wakes each cycle it wrote. Waits are sliced
 //! ([`WAIT_SLICE`]): between slices the library reads its connection without blocking, so a
 //! dead server or an ended stream is noticed. Neither busy-loops.
@@ -441,6 +444,8 @@ impl Client {
             resampled: Vec::new(),
             bytes: Vec::new(),
             device: sink.name,
+            quantum,
+            slept_at: None,
         })
     }
 
@@ -599,6 +604,11 @@ pub struct Playback {
     resampled: Vec<f32>,
     bytes: Vec<u8>,
     device: String,
+    /// The sink's quantum: frames the engine consumes per cycle (for [`ring::playback_wake_plan`]).
+    quantum: u64,
+    /// The server's read index when the last full-ring sleep began: unchanged at the next one
+    /// means the stream is not being consumed (corked, device stopped).
+    slept_at: Option<u64>,
 }
 
 impl Playback {
@@ -663,17 +673,35 @@ impl Playback {
             let seq = self.ring.wake_seq();
             let free = cap - self.filled()?;
             if free == 0 {
-                // Wake me when half the ring is free (the ring still holds the other half, so
-                // this costs no latency), whatever the caller's chunk size: one wake-up per
-                // half ring, not per write call.
-                let want = (cap / 2).max(1);
-                self.ring.arm_wake(cap - want + 1)?;
-                if cap - self.filled()? >= want {
+                // Sleep until half the ring is free (the ring still holds the other half, so
+                // this costs no latency), whatever the caller's chunk size. The engine
+                // consumes at the device rate, so a timed wait predicts that moment and the
+                // server's wake-up is armed only as a safety net a quantum lower: normally
+                // the server makes no syscall for this stream at all. A stream that was not
+                // consumed during the last sleep (corked, device stopped) cannot be
+                // predicted: it asks the server to wake it at half the ring instead.
+                let read = self.ring.load_read();
+                let plan = ring::playback_wake_plan(cap, self.quantum, cap, self.ring_spec.rate);
+                let stalled = self.slept_at == Some(read);
+                let (below, sleep) = if stalled || plan.sleep.is_zero() {
+                    (cap - (cap / 2).max(1) + 1, WAIT_SLICE)
+                } else {
+                    (plan.wake_below, plan.sleep)
+                };
+                self.ring.arm_wake(below)?;
+                // Re-check after arming (the server may have consumed, or passed the level,
+                // before it saw the flag): any room is written first, and the plan is made
+                // again from a full ring. Then sleep on the sequence loaded before.
+                if self.filled()? < cap {
                     self.ring.disarm_wake()?;
                     continue;
                 }
                 self.client.lock().check_stream(self.id)?;
-                sleep_on(&self.ring, seq, WAIT_SLICE);
+                self.slept_at = Some(read);
+                sleep_on(&self.ring, seq, sleep);
+                // Woken by the timer (or the server, which then already cleared the flag):
+                // withdraw the request so the server never wakes a client that is not asleep.
+                self.ring.disarm_wake()?;
                 continue;
             }
             let frames = free.min((data.len() / fb) as u64);

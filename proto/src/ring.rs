@@ -83,6 +83,41 @@ pub fn wake_wanted(waiting: u32, wake_below: u64, fill: u64) -> bool {
     waiting != 0 && fill < wake_below
 }
 
+/// How a playback client whose ring is full sleeps ([`playback_wake_plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WakePlan {
+    /// Sleep this long (a timed futex wait), then refill: by then the fill has dropped to
+    /// about the refill level, half the ring. Zero when nothing can be predicted.
+    pub sleep: std::time::Duration,
+    /// The safety net to arm ([`Ring::arm_wake`]): the server wakes the client only if the
+    /// fill drops below this before the timer fires (a late client, a stalled timer).
+    pub wake_below: u64,
+}
+
+/// A playback client's wake-up plan, from its ring's `capacity`, the device's `quantum`
+/// (frames the engine consumes per cycle), the current `fill` and the device `rate`: sleep
+/// until the fill is predicted to reach half the ring (`(fill - capacity/2) / rate`), and
+/// arm the server's wake-up at an emergency level at least one quantum below that (and at
+/// most a quarter of the ring), so that the timer normally fires first and the server makes
+/// no `FUTEX_WAKE` at all. The engine consumes whole quanta at cycle boundaries whose phase
+/// the client does not know, so the observed fill at the timer is within a quantum of the
+/// prediction; the quantum of headroom keeps that from crossing the emergency level. Pure:
+/// any values are fine (`wake_below` is always at least 1, so the safety net always exists).
+pub fn playback_wake_plan(capacity: u64, quantum: u64, fill: u64, rate: u32) -> WakePlan {
+    let refill = capacity / 2;
+    let wake_below = (capacity / 4)
+        .min(refill.saturating_sub(quantum.max(1)))
+        .max(1);
+    let ahead = u128::from(fill.saturating_sub(refill));
+    let sleep = if rate == 0 {
+        std::time::Duration::ZERO
+    } else {
+        let ns = ahead * 1_000_000_000 / u128::from(rate);
+        std::time::Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+    };
+    WakePlan { sleep, wake_below }
+}
+
 /// Ring misuse or a peer's protocol violation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RingError {
@@ -491,6 +526,51 @@ mod tests {
             "garbage is just a yes"
         );
         assert!(!wake_wanted(7, 0, 0), "a zero threshold never wakes");
+    }
+
+    #[test]
+    fn wake_plan_sleeps_to_half_and_arms_a_quantum_lower() {
+        use std::time::Duration;
+        // The benchmark's case: 20 ms asked, ring of 3 quanta of 512 at 48 kHz.
+        let p = playback_wake_plan(1536, 512, 1536, 48_000);
+        assert_eq!(p.sleep, Duration::from_millis(16));
+        assert_eq!(p.wake_below, 256);
+        // A large ring: the safety net at a quarter.
+        let p = playback_wake_plan(48_000, 512, 48_000, 48_000);
+        assert_eq!(p.sleep, Duration::from_millis(500));
+        assert_eq!(p.wake_below, 12_000);
+        // Already at or below half: no sleep to predict.
+        assert_eq!(
+            playback_wake_plan(1536, 512, 700, 48_000).sleep,
+            Duration::ZERO
+        );
+        // Garbage: no rate, no quantum, tiny or huge rings. Always a safety net.
+        assert_eq!(playback_wake_plan(8, 0, 8, 0).sleep, Duration::ZERO);
+        assert_eq!(playback_wake_plan(1, 1, 1, 48_000).wake_below, 1);
+        let p = playback_wake_plan(u64::MAX, u64::MAX, u64::MAX, 1);
+        assert!(p.wake_below >= 1);
+    }
+
+    #[test]
+    fn wake_plan_timer_fires_a_quantum_before_the_safety_net() {
+        // For every ring the client library makes (at least 3 quanta), a client that fills
+        // the ring and sleeps as planned finds, in the worst cycle phase (one more quantum
+        // consumed than predicted), a fill still at or above the emergency level: the
+        // server had no reason to wake it. And the ring still holds at least a quantum.
+        for quantum in [64u64, 128, 256, 512, 1024, 4096] {
+            for capacity in (3 * quantum..40 * quantum).step_by(37) {
+                let p = playback_wake_plan(capacity, quantum, capacity, 48_000);
+                let predicted = capacity / 2;
+                let worst = predicted.saturating_sub(quantum);
+                assert!(
+                    worst >= p.wake_below,
+                    "cap {capacity} q {quantum}: fill {worst} would trip {}",
+                    p.wake_below
+                );
+                assert!(p.wake_below >= 1 && p.wake_below <= capacity / 4);
+                assert!(predicted >= quantum, "a quantum left at the timer");
+            }
+        }
     }
 
     #[test]

@@ -413,6 +413,11 @@ impl Pending {
 }
 
 impl Coalescer {
+    /// Whether no line is being gathered (nothing for [`Coalescer::expire`] to hand out).
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// Takes `rec` at `now`; returns the lines now due, each with whether it must be written
     /// (`true` for everything but allowed decisions). `coalesce`: `rec` is an allowed decision
     /// that may be gathered.

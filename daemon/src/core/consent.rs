@@ -130,6 +130,12 @@ impl Consents {
         }
     }
 
+    /// Whether the housekeeping tick still has lines to hand out (gathered audit lines or
+    /// decisions for subscribers).
+    pub(super) fn tick_pending(&self) -> bool {
+        !self.coalescer.is_empty() || !self.decisions.is_empty()
+    }
+
     /// Writes the gathered lines whose window has ended (called every housekeeping tick).
     pub(super) fn audit_tick(&mut self) {
         let lines = self.coalescer.expire(Instant::now());
@@ -344,6 +350,9 @@ impl Core {
                 .collect::<Vec<_>>(),
         );
         let out = self.dispatch(client, req, fds);
+        // Whatever the request did (a stream, a sample play, audit lines), the housekeeping
+        // tick looks at it; it stops again once there is nothing to watch.
+        self.housekeeping_kick();
         let wanted = self.consents().wanted.remove(&client);
         let Some((action, target)) = wanted else {
             return Handled::Done(out);
@@ -431,6 +440,7 @@ impl Core {
         parked: ParkedRequest,
         outcome: PromptOutcome,
     ) -> Outcome {
+        self.housekeeping_kick();
         let ask = self.consents().asks.remove(&parked.prompt);
         if !matches!(outcome, PromptOutcome::Answered { .. }) {
             // Answers were announced by `answer_prompt`; timeouts are announced here.

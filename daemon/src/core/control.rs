@@ -48,6 +48,10 @@ pub(super) struct ControlState {
     meters: Mutex<BTreeMap<ClientId, MeterSub>>,
     /// Wakes [`Core::run_meters`] when subscriptions change.
     wake: Notify,
+    /// Wakes the housekeeping tick from its idle wait ([`Core::housekeeping_kick`]).
+    pub(super) housekeeping: Notify,
+    /// Housekeeping ticks run ([`Core::tick`]), for tests and diagnostics.
+    pub(super) ticks: std::sync::atomic::AtomicU64,
     /// Conversion cost per client, as transports that convert report it
     /// ([`Core::convert_take`], [`Core::convert_give`]).
     convert: Mutex<BTreeMap<ClientId, Convert>>,
@@ -67,6 +71,8 @@ impl ControlState {
             started: Instant::now(),
             meters: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
+            housekeeping: Notify::new(),
+            ticks: std::sync::atomic::AtomicU64::new(0),
             convert: Mutex::new(BTreeMap::new()),
         }
     }

@@ -38,6 +38,7 @@ use soundgate_proto::wire::{
 use soundgate_proto::StreamSpec;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
@@ -398,6 +399,8 @@ impl Core {
     /// Forgets a connection and ends all its streams.
     pub fn disconnect(&self, client: ClientId) {
         self.forget_consents(client);
+        // Its streams go back through the engine: the tick watches them until they are reaped.
+        self.housekeeping_kick();
         let mut reg = self.reg();
         let Some(entry) = reg.clients.remove(&client) else {
             return;
@@ -430,6 +433,7 @@ impl Core {
     /// Collects streams sink `index`'s engine has let go, tells owners about those it ended on
     /// its own (a bad ring index), and frees them.
     pub fn reap(&self, index: usize) {
+        self.housekeeping_kick();
         let Some(sink) = self.sinks.get(index) else {
             return;
         };
@@ -492,8 +496,47 @@ impl Core {
         drop(rest);
     }
 
-    /// Reports new underruns to the owners of streams. Called periodically.
+    /// Whether the periodic [`Core::tick`] has anything to watch: a stream (underruns, sample
+    /// plays), a stream the engine has not handed back yet, audit or decision lines waiting,
+    /// or a device whose clock runs (xruns). When none of these holds the housekeeping task
+    /// sleeps in [`Core::housekeeping_idle`] until [`Core::housekeeping_kick`]: an idle
+    /// daemon makes no periodic wake-up.
+    pub fn housekeeping_due(&self) -> bool {
+        {
+            let reg = self.reg();
+            if !reg.streams.is_empty() || !reg.releasing.is_empty() || !reg.samples.plays.is_empty()
+            {
+                return true;
+            }
+        }
+        if self.consents().tick_pending() {
+            return true;
+        }
+        self.sinks.live().any(|(_, s)| !s.handle.shared().idle())
+    }
+
+    /// Wakes the housekeeping task if it sleeps in [`Core::housekeeping_idle`] (or makes its
+    /// next wait return at once). Called after everything that can make
+    /// [`Core::housekeeping_due`] true: a request handled or resumed, a connection gone, a
+    /// reap.
+    pub fn housekeeping_kick(&self) {
+        self.control.housekeeping.notify_one();
+    }
+
+    /// Waits for the next [`Core::housekeeping_kick`] (a kick made before this call counts).
+    pub async fn housekeeping_idle(&self) {
+        self.control.housekeeping.notified().await;
+    }
+
+    /// Housekeeping ticks run since start (constant while the daemon idles).
+    pub fn housekeeping_ticks(&self) -> u64 {
+        self.control.ticks.load(Ordering::Relaxed)
+    }
+
+    /// Reports new underruns to the owners of streams. Called periodically while
+    /// [`Core::housekeeping_due`].
     pub fn tick(&self) {
+        self.control.ticks.fetch_add(1, Ordering::Relaxed);
         self.consents().audit_tick();
         self.log_device_counters();
         self.samples_tick();

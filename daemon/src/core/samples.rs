@@ -59,7 +59,7 @@ struct Sample {
 pub(super) struct SampleCache {
     samples: BTreeMap<(ClientId, String), Sample>,
     /// Streams playing a sample, with the frames they end after.
-    plays: BTreeMap<StreamId, u64>,
+    pub(super) plays: BTreeMap<StreamId, u64>,
 }
 
 impl SampleCache {

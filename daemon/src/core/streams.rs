@@ -61,6 +61,11 @@ pub(super) struct DecisionOutbox {
 }
 
 impl DecisionOutbox {
+    /// Whether lines wait for the next tick.
+    pub(super) fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.dropped == 0
+    }
+
     /// Keeps an audit record, as its JSON line, for the next tick.
     pub(super) fn record(&mut self, rec: &impl serde::Serialize) {
         if !self.watched {

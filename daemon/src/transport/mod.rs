@@ -716,7 +716,8 @@ async fn wait_for_consent(
 
 /// Watches each device's notify eventfd (those created at run time too, whose indices the
 /// core sends) and lets the core reap what the engine retired; reports underruns
-/// periodically.
+/// periodically (every 50 ms while [`Core::housekeeping_due`], not at all while the daemon
+/// idles).
 pub fn spawn_housekeeping(core: &Arc<Core>) -> std::io::Result<()> {
     let (tx, mut new_devices) = mpsc::unbounded_channel();
     core.watch_new_devices(tx);
@@ -740,6 +741,12 @@ pub fn spawn_housekeeping(core: &Arc<Core>) -> std::io::Result<()> {
         loop {
             every.tick().await;
             core.tick();
+            if !core.housekeeping_due() {
+                // Nothing to watch: sleep until a request, a disconnect or a reap kicks us
+                // (a kick since the check above is kept, so none is lost), then tick at once.
+                core.housekeeping_idle().await;
+                every.reset_immediately();
+            }
         }
     });
     Ok(())
