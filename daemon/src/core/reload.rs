@@ -113,40 +113,42 @@ fn kind(source: bool) -> &'static str {
 }
 
 impl Core {
-    /// Puts `new` in force (see the module doc). Opening a device may block (ALSA): call it
+    /// Puts `config` in force (see the module doc). Opening a device may block (ALSA): call it
     /// off the async workers.
-    pub fn reload(&self, new: &Config) -> ReloadReport {
+    pub fn reload(&self, config: &Config) -> ReloadReport {
         let old = self.live();
         let mut report = ReloadReport {
-            rules: new.rules.len(),
-            limits_changed: old.limits != new.limits,
+            rules: config.rules.len(),
+            limits_changed: old.limits != config.limits,
             ..ReloadReport::default()
         };
-        if old.config.admin != new.admin {
+        if old.config.admin != config.admin {
             report.sections_need_restart.push("admin");
         }
-        if old.config.audit != new.audit {
+        if old.config.audit != config.audit {
             report.sections_need_restart.push("audit");
         }
-        if old.config.pulse != new.pulse {
+        if old.config.pulse != config.pulse {
             report.sections_need_restart.push("pulse");
         }
-        let mut config = new.clone();
-        config.admin = old.config.admin.clone();
-        config.audit = old.config.audit.clone();
-        config.pulse = old.config.pulse.clone();
+        let next = Config {
+            admin: old.config.admin.clone(),
+            audit: old.config.audit.clone(),
+            pulse: old.config.pulse.clone(),
+            ..config.clone()
+        };
         let policy =
-            Policy::new(new.rules.clone()).with_admin_access(old.policy.admin_access().clone());
+            Policy::new(config.rules.clone()).with_admin_access(old.policy.admin_access().clone());
         let live = Arc::new(Live {
-            config,
+            config: next,
             policy,
-            limits: new.limits.clone(),
+            limits: config.limits.clone(),
         });
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = live;
         self.consents()
-            .set_prompt_timeout(Duration::from_secs(new.prompts.timeout_secs));
-        if new.source_path.is_some() {
-            self.reload_devices(new, &mut report);
+            .set_prompt_timeout(Duration::from_secs(config.prompts.timeout_secs));
+        if config.source_path.is_some() {
+            self.reload_devices(config, &mut report);
         }
         report
     }
