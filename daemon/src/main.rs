@@ -84,6 +84,46 @@ fn load_config(args: &Args) -> Result<Config> {
     }
 }
 
+/// `SIGHUP`: reads the config again (the file, if it exists now) and puts it in force; a
+/// config that does not load is refused with its `FILE:LINE: reason` and the old one stays.
+async fn reload(core: &Arc<Core>, args: &Args) {
+    soundgated::notify::reloading();
+    let paths = args.paths();
+    let core = Arc::clone(core);
+    let done = tokio::task::spawn_blocking(move || {
+        let config = if paths.config.exists() || paths.config_explicit {
+            Config::load(&paths.config)?
+        } else {
+            Config::builtin_default()
+        };
+        if config.sinks.is_empty() {
+            bail!("the configuration declares no sink");
+        }
+        let report = core.reload(&config);
+        anyhow::Ok((config.source_path, report))
+    })
+    .await;
+    match done {
+        Ok(Ok((path, report))) => {
+            let from = path.map_or_else(
+                || "built-in defaults".to_string(),
+                |p| p.display().to_string(),
+            );
+            tracing::info!(config = %from, "SIGHUP: configuration reloaded: {report}");
+        }
+        Ok(Err(e)) => {
+            tracing::error!("SIGHUP: reload refused, the old configuration stays in force: {e:#}")
+        }
+        Err(e) => {
+            tracing::error!("SIGHUP: reload failed, the old configuration stays in force: {e}")
+        }
+    }
+    soundgated::notify::ready();
+}
+
+/// How long a clean shutdown waits for connections to deliver their last events.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn run(args: Args) -> Result<()> {
     let paths = args.paths();
     let config = load_config(&args)?;
@@ -136,6 +176,7 @@ fn run(args: Args) -> Result<()> {
         tracing::info!(socket = %native.display(), admin = %admin.display(), "soundgated ready");
         // One budget for every listener; apps and the admin socket draw on separate counts.
         let budget = Budget::new(BudgetLimits::apps(&config.limits), BudgetLimits::admin());
+        let connections = budget.clone();
         let settings = Settings::from_limits(&config.limits);
         let pulse = if config.pulse.enabled {
             let listener = pulse::bind(&paths.runtime_dir)?;
@@ -159,19 +200,35 @@ fn run(args: Args) -> Result<()> {
             budget,
             settings,
         ));
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing SIGTERM handler")?;
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
         soundgated::notify::ready();
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            r = tokio::signal::ctrl_c() => { r.context("waiting for SIGINT")?; tracing::info!("SIGINT: shutting down") }
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break }
+                r = tokio::signal::ctrl_c() => { r.context("waiting for SIGINT")?; tracing::info!("SIGINT: shutting down"); break }
+                _ = hup.recv() => reload(&core, &args).await,
+            }
         }
         soundgated::notify::stopping();
+        // No new connection from here on; then every stream ends with an event and every
+        // connection delivers its last events and hangs up, within a grace period.
         serve.abort();
         serve_admin.abort();
         if let Some(p) = pulse {
             p.abort();
         }
+        let (clients, streams) = core.end_all();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while connections.fds_total() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let open = connections.fds_total();
+        if open > 0 {
+            tracing::warn!(open, "connections still open after the grace period; closing them");
+        }
+        tracing::info!(clients, streams, "every client was told the server is shutting down");
         anyhow::Ok(())
     });
     let _ = std::fs::remove_file(&native);
@@ -183,6 +240,9 @@ fn run(args: Args) -> Result<()> {
     match Arc::try_unwrap(core) {
         Ok(core) => core.shutdown(),
         Err(_) => tracing::warn!("connections still hold the core; sinks stop with the process"),
+    }
+    if result.is_ok() {
+        tracing::info!("soundgated stopped");
     }
     result
 }

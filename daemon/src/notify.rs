@@ -57,6 +57,20 @@ pub fn ready() {
     }
 }
 
+/// Tells systemd that a reload has begun (`READY=1` follows once it is done), with the
+/// monotonic time `Type=notify-reload` wants.
+pub fn reloading() {
+    let usec = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| {
+            u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000
+                + u64::try_from(t.tv_nsec()).unwrap_or(0) / 1000
+        })
+        .unwrap_or(0);
+    if let Err(e) = notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}")) {
+        tracing::warn!("{e}");
+    }
+}
+
 /// Tells systemd that shutdown has begun.
 pub fn stopping() {
     if let Err(e) = notify("STOPPING=1") {

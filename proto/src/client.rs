@@ -215,7 +215,9 @@ impl Conn {
 
     /// Fails if the server has ended `stream`.
     fn check_stream(&mut self, stream: StreamId) -> Result<(), ClientError> {
-        self.pump()?;
+        // An end event read just before the server hung up (as when it shuts down) is the
+        // better reason: report it rather than the closed connection.
+        let pumped = self.pump();
         let ended = self
             .events
             .iter()
@@ -225,7 +227,7 @@ impl Conn {
                 return Err(ClientError::Server(error));
             }
         }
-        Ok(())
+        pumped
     }
 }
 

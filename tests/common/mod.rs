@@ -203,6 +203,26 @@ impl Daemon {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
+    /// Sends `sig` to the daemon.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, sig).expect("signal the daemon");
+    }
+
+    /// Waits up to `timeout` for the daemon to exit; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let mut status = None;
+        wait_for(timeout, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
     /// SIGTERM, then wait (file sinks finalise their WAV). Returns the log.
     pub fn stop(&mut self) -> String {
         if let Some(mut child) = self.child.take() {

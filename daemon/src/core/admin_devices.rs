@@ -99,7 +99,7 @@ impl Core {
 
     /// Index of the sink or capture source named `name` (a monitor is not a device of its
     /// own: its sink's controls are the sink's).
-    fn find_device(&self, name: &str) -> Result<usize, WireError> {
+    pub(super) fn find_device(&self, name: &str) -> Result<usize, WireError> {
         if let Some(i) = self.find_sink(name) {
             return Ok(i);
         }
@@ -159,7 +159,7 @@ impl Core {
     }
 
     /// Makes capture source `index` the only default one and tells subscribers.
-    fn move_default_source(&self, reg: &mut Registry, index: usize) {
+    pub(super) fn move_default_source(&self, reg: &mut Registry, index: usize) {
         let mut changed = vec![index];
         for (i, s) in self.sinks.iter().enumerate() {
             let was = s.dev.default_source.swap(i == index, Ordering::AcqRel);
@@ -274,6 +274,20 @@ impl Core {
     /// `CreateDevice`, once authorised.
     fn create_device(&self, client: ClientId, d: NewDevice) -> Result<Reply, WireError> {
         let (sc, source) = device_config(&d)?;
+        let backend = self.add_device(&sc, source)?;
+        tracing::info!(
+            client, device = %sc.name, backend, spec = %sc.spec, quantum = sc.quantum,
+            "{} created", if source { "capture source" } else { "sink" }
+        );
+        Ok(Reply::Ok)
+    }
+
+    /// Opens device `sc` and adds it (for `CreateDevice` and a reload); its backend's name.
+    pub(super) fn add_device(
+        &self,
+        sc: &SinkConfig,
+        source: bool,
+    ) -> Result<&'static str, WireError> {
         // Unique among sinks and sources; a name ending in `.monitor` was refused above.
         let taken = || {
             self.find_sink(&sc.name).is_some()
@@ -288,8 +302,8 @@ impl Core {
             ));
         }
         // Opening may take a while (ALSA): outside the registry lock.
-        let sink = super::devices::open(&sc, source, &self.config).map_err(|e| {
-            tracing::warn!(client, "creating device {}: {e}", sc.name);
+        let sink = super::devices::open(sc, source, &self.live().config).map_err(|e| {
+            tracing::warn!("opening device {}: {e}", sc.name);
             err(ErrorKind::Invalid, e.to_string())
         })?;
         let mut reg = self.reg();
@@ -321,15 +335,27 @@ impl Core {
             let _ = tx.send(index);
         }
         self.device_changed(&mut reg, index);
-        tracing::info!(
-            client, device = %sc.name, backend, spec = %sc.spec, quantum = sc.quantum,
-            "{} created", if source { "capture source" } else { "sink" }
-        );
-        Ok(Reply::Ok)
+        Ok(backend)
     }
 
     /// `RemoveDevice`, once authorised.
     fn remove_device(&self, client: ClientId, name: &str) -> Result<Reply, WireError> {
+        let source = self.find_device(name).map(|i| self.sinks[i].dev.source)?;
+        let (moved, ended) = self.drop_device(name)?;
+        tracing::info!(
+            client,
+            device = name,
+            moved,
+            ended,
+            "{} removed",
+            if source { "capture source" } else { "sink" }
+        );
+        Ok(Reply::Ok)
+    }
+
+    /// Removes device `name` (for `RemoveDevice` and a reload): its playback streams move to
+    /// the fallback sink, the others end with an event. How many (moved, ended).
+    pub(super) fn drop_device(&self, name: &str) -> Result<(usize, usize), WireError> {
         let mut reg = self.reg();
         let index = self.find_device(name)?;
         let dev = &self.sinks[index];
@@ -372,7 +398,7 @@ impl Core {
                             &s.spec,
                             s.capacity,
                             2,
-                            self.limits.max_latency_ms,
+                            self.live().limits.max_latency_ms,
                         )
                         .is_ok())
                 .then_some(t)
@@ -434,14 +460,6 @@ impl Core {
         self.reap(index);
         // Wakes the housekeeping watcher of this device so that it sees it is gone and ends.
         let _ = nix::unistd::write(dev.handle.notify_fd(), &1u64.to_ne_bytes());
-        tracing::info!(
-            client,
-            device = name,
-            moved,
-            ended,
-            "{} removed",
-            if source { "capture source" } else { "sink" }
-        );
-        Ok(Reply::Ok)
+        Ok((moved, ended))
     }
 }

@@ -65,6 +65,11 @@ pub(super) struct Consents {
 }
 
 impl Consents {
+    /// Gives prompts raised from now on `timeout` (a reload).
+    pub(super) fn set_prompt_timeout(&self, timeout: Duration) {
+        self.broker.set_timeout(timeout);
+    }
+
     /// Grants from `state_dir` (none, kept in memory only, without one), the audit log there.
     pub(super) fn open(
         state_dir: Option<&Path>,
@@ -250,7 +255,8 @@ impl Core {
         object: &Object<'_>,
     ) -> (Decision, String) {
         let mut c = self.consents();
-        let (decision, by) = self.policy.decide(subject, action, object, |device| {
+        let live = self.live();
+        let (decision, by) = live.policy.decide(subject, action, object, |device| {
             grant_hit(&c.grants, subject, action, device)
         });
         if let By::Grant { id, once: true } = by {
@@ -297,7 +303,8 @@ impl Core {
         object: &Object<'_>,
     ) -> Decision {
         let c = self.consents();
-        self.policy
+        self.live()
+            .policy
             .decide(subject, action, object, |device| {
                 grant_hit(&c.grants, subject, action, device)
             })

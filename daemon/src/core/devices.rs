@@ -267,7 +267,10 @@ pub(crate) fn open(sc: &SinkConfig, source: bool, config: &Config) -> Result<Sin
 /// line with ALSA's reason) and left out; if no sink remains, a `null` sink stands in. With
 /// no config file, ALSA cards are discovered first. Returns the devices and a notice for the
 /// server info.
-pub(crate) fn open_all(config: &Config) -> Result<(Vec<Sink>, Option<String>), CoreError> {
+#[allow(clippy::type_complexity)]
+pub(crate) fn open_all(
+    config: &Config,
+) -> Result<(Vec<Sink>, Vec<(SinkConfig, bool)>, Option<String>), CoreError> {
     let mut notice = None;
     let discovered;
     let config = if config.source_path.is_none() {
@@ -279,10 +282,14 @@ pub(crate) fn open_all(config: &Config) -> Result<(Vec<Sink>, Option<String>), C
         config
     };
     let mut out = Vec::new();
+    let mut managed = Vec::new();
     for (list, source) in [(&config.sinks, false), (&config.sources, true)] {
         for sc in list {
             match open(sc, source, config) {
-                Ok(s) => out.push(s),
+                Ok(s) => {
+                    out.push(s);
+                    managed.push((sc.clone(), source));
+                }
                 Err(e @ CoreError::Backend { .. })
                     if matches!(sc.backend, SinkBackend::Alsa(_)) =>
                 {
@@ -308,7 +315,7 @@ pub(crate) fn open_all(config: &Config) -> Result<(Vec<Sink>, Option<String>), C
             s.dev.default_source.store(true, Ordering::Relaxed);
         }
     }
-    Ok((out, notice))
+    Ok((out, managed, notice))
 }
 
 /// Without a config: one sink and one source per ALSA card (its first PCM device, through

@@ -17,13 +17,14 @@ pub mod control;
 pub mod devices;
 pub mod grants;
 pub mod prompts;
+pub mod reload;
 pub mod restore;
 pub mod samples;
 pub mod state_file;
 pub mod streams;
 
 use crate::backend;
-use crate::config::{Config, Limits};
+use crate::config::{Config, Limits, SinkConfig};
 use crate::engine::{EndReason, PlaybackStream, RecordStream, Retired, SinkHandle, StreamShared};
 use crate::identity::Identity;
 pub use crate::policy::AdminAccess;
@@ -39,7 +40,7 @@ use soundgate_proto::StreamSpec;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use tokio::sync::mpsc;
 
 /// Suffix that names a sink's monitor source.
@@ -229,18 +230,30 @@ impl LogBudget {
     }
 }
 
+/// What a reload replaces in one piece: a request sees either the old or the new settings,
+/// never a mix.
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    /// What devices created at run time are opened with (limits, engine settings).
+    pub(crate) config: Config,
+    pub(crate) policy: Policy,
+    pub(crate) limits: Limits,
+}
+
 /// The core. Shared by all connection tasks (`Arc<Core>`).
 #[derive(Debug)]
 pub struct Core {
     /// Sinks and capture sources, by stable index (see [`devices::DeviceTable`]).
     sinks: devices::DeviceTable,
-    /// What devices created at run time are opened with (limits, engine settings).
-    config: Config,
+    /// The reloadable settings: config, rules, limits (see [`reload`]). Read once per request
+    /// through [`Core::live`]; never held across an await.
+    live: RwLock<Arc<Live>>,
+    /// The devices the config file opened (name, kind, entry), which a reload compares with
+    /// the new file; devices created at run time are not in it (see [`reload`]).
+    managed: Mutex<Vec<(SinkConfig, bool)>>,
     /// Where the indices of devices created at run time go, for the housekeeping task to
     /// watch their notify eventfds (see [`Core::watch_new_devices`]).
     new_devices: std::sync::OnceLock<mpsc::UnboundedSender<usize>>,
-    policy: Policy,
-    limits: Limits,
     reg: Mutex<Registry>,
     /// Grants, prompts, audit log (see [`consent`]).
     consent: Mutex<consent::Consents>,
@@ -256,7 +269,7 @@ impl Core {
     /// Opens every configured sink and capture source and starts their engines (see
     /// [`devices`]: a device that cannot be opened is left out with one log line).
     pub fn new(config: &Config) -> Result<Core, CoreError> {
-        let (sinks, notice) = devices::open_all(config)?;
+        let (sinks, managed, notice) = devices::open_all(config)?;
         let mut default_sink = None;
         for (i, s) in sinks.iter().enumerate() {
             if s.dev.source {
@@ -280,10 +293,13 @@ impl Core {
         };
         Ok(Core {
             sinks: devices::DeviceTable::new(sinks),
-            config: config.clone(),
+            live: RwLock::new(Arc::new(Live {
+                config: config.clone(),
+                policy: Policy::new(config.rules.clone()),
+                limits: config.limits.clone(),
+            })),
+            managed: Mutex::new(managed),
             new_devices: std::sync::OnceLock::new(),
-            policy: Policy::new(config.rules.clone()),
-            limits: config.limits.clone(),
             reg: Mutex::new(reg),
             consent: Mutex::new(
                 consent::Consents::open(None, DEFAULT_PROMPT_TIMEOUT, &config.audit)
@@ -303,7 +319,8 @@ impl Core {
         state_dir: &std::path::Path,
         prompt_timeout: std::time::Duration,
     ) -> Result<(), CoreError> {
-        let consents = consent::Consents::open(Some(state_dir), prompt_timeout, &self.config.audit)
+        let audit = self.live().config.audit.clone();
+        let consents = consent::Consents::open(Some(state_dir), prompt_timeout, &audit)
             .map_err(CoreError::State)?;
         self.consent = Mutex::new(consents);
         self.restore = Mutex::new(restore::RestoreStore::open(state_dir));
@@ -313,7 +330,17 @@ impl Core {
     /// Who may use the admin socket (the policy decides it on every accept; see
     /// [`Core::admit_admin`]). Without this, only root.
     pub fn set_admin_access(&mut self, access: AdminAccess) {
-        self.policy = std::mem::take(&mut self.policy).with_admin_access(access);
+        let live = self.live.get_mut().unwrap_or_else(|p| p.into_inner());
+        let policy = live.policy.clone().with_admin_access(access);
+        *live = Arc::new(Live {
+            policy,
+            ..Live::clone(live)
+        });
+    }
+
+    /// The settings in force now (swapped whole by a reload). Take it once per request.
+    pub(crate) fn live(&self) -> Arc<Live> {
+        Arc::clone(&self.live.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn reg(&self) -> MutexGuard<'_, Registry> {
@@ -356,7 +383,8 @@ impl Core {
             .values()
             .filter(|c| c.subject.uid == identity.uid && c.on_admin_socket == admin)
             .count();
-        if same_uid >= self.limits.connections_per_uid {
+        let limit = self.live().limits.connections_per_uid;
+        if same_uid >= limit {
             let socket = if admin { "admin" } else { "app" };
             if let Some(suppressed) = reg.refusals_logged.take(std::time::Instant::now()) {
                 tracing::warn!(
@@ -369,7 +397,7 @@ impl Core {
                 ErrorKind::Quota,
                 format!(
                     "uid {} already has {same_uid} {socket} connections (limit {})",
-                    identity.uid, self.limits.connections_per_uid
+                    identity.uid, limit
                 ),
             ));
         }
@@ -938,7 +966,8 @@ impl Core {
             }
         }
         let total = reg.streams.len() + reg.releasing.len();
-        let l = &self.limits;
+        let live = self.live();
+        let l = &live.limits;
         if mine >= l.streams_per_client {
             return Err(err(
                 ErrorKind::Quota,
@@ -1033,7 +1062,8 @@ impl Core {
         }
         self.check_exclusive(&reg, index, client, exclusive)?;
         self.check_quota(&reg, client)?;
-        self.check_geometry(sink, &spec, capacity, 2, self.limits.max_latency_ms)?;
+        let max_ms = self.live().limits.max_latency_ms;
+        self.check_geometry(sink, &spec, capacity, 2, max_ms)?;
         check_volume(volume)?;
         // Exactly the ring: wake-ups go through its header's futex word, so an extra fd (an
         // eventfd, a pipe) is refused, never kept.
@@ -1109,7 +1139,7 @@ impl Core {
             &spec,
             capacity,
             4,
-            self.limits.max_latency_ms.max(2000),
+            self.live().limits.max_latency_ms.max(2000),
         )?;
         let size = ring::ring_bytes(capacity, spec.frame_bytes())
             .map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;

@@ -216,7 +216,8 @@ struct State {
 }
 
 struct Inner {
-    timeout: Duration,
+    /// Milliseconds; a reload may change it (prompts already raised keep theirs).
+    timeout_ms: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
     events: broadcast::Sender<PromptEvent>,
 }
@@ -274,11 +275,15 @@ impl fmt::Debug for PromptBroker {
         // try_lock: formatting must never deadlock, even from inside the broker.
         let pending = self.inner.state.try_lock().map(|s| s.pending.len()).ok();
         f.debug_struct("PromptBroker")
-            .field("timeout", &self.inner.timeout)
+            .field("timeout", &self.timeout())
             .field("pending", &pending)
             .field("agents", &self.inner.events.receiver_count())
             .finish()
     }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl PromptBroker {
@@ -287,7 +292,7 @@ impl PromptBroker {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         PromptBroker {
             inner: Arc::new(Inner {
-                timeout,
+                timeout_ms: std::sync::atomic::AtomicU64::new(duration_ms(timeout)),
                 state: Mutex::new(State {
                     next_id: 1,
                     pending: BTreeMap::new(),
@@ -299,7 +304,18 @@ impl PromptBroker {
 
     /// The timeout prompts get.
     pub fn timeout(&self) -> Duration {
-        self.inner.timeout
+        Duration::from_millis(
+            self.inner
+                .timeout_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Gives prompts raised from now on `timeout` (a reload of `[prompts] timeout_secs`).
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.inner
+            .timeout_ms
+            .store(duration_ms(timeout), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Parks a request: raises a prompt to every agent and returns its id and a future for the
@@ -308,9 +324,10 @@ impl PromptBroker {
     /// dropped). The timeout runs from this call, but fires only while the future is polled.
     pub fn ask(&self, req: PromptRequest) -> (u64, impl Future<Output = Outcome> + Send + 'static) {
         let (tx, rx) = oneshot::channel();
-        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let timeout = self.timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
         let created_unix_ms = unix_ms();
-        let timeout_ms = u64::try_from(self.inner.timeout.as_millis()).unwrap_or(u64::MAX);
+        let timeout_ms = duration_ms(timeout);
         let id = {
             let mut state = self.inner.lock();
             let id = state.next_id;

@@ -151,7 +151,7 @@ impl Core {
         name: &str,
         bytes: u64,
     ) -> Result<(), WireError> {
-        let limit = self.limits.sample_cache_bytes;
+        let limit = self.live().limits.sample_cache_bytes;
         let others = reg.samples.bytes_of(client, Some(name));
         if others.saturating_add(bytes) > limit {
             return Err(err(

@@ -448,10 +448,16 @@ impl Core {
                         })?;
                 }
                 self.check_exclusive(&reg, to, owner, exclusive)?;
-                self.check_geometry(target, &spec, capacity, 2, self.limits.max_latency_ms)?;
+                self.check_geometry(
+                    target,
+                    &spec,
+                    capacity,
+                    2,
+                    self.live().limits.max_latency_ms,
+                )?;
             }
             Direction::Record => {
-                let max_ms = self.limits.max_latency_ms.max(2000);
+                let max_ms = self.live().limits.max_latency_ms.max(2000);
                 self.check_geometry(target, &spec, capacity, 4, max_ms)?;
             }
         }

@@ -274,6 +274,12 @@ impl Budget {
         self.state().pending_total[class.index()]
     }
 
+    /// Descriptors charged now, all classes and uids together: 0 once every connection has
+    /// ended (for a clean shutdown to wait on).
+    pub fn fds_total(&self) -> usize {
+        self.state().per_uid.values().map(|c| c.fds).sum()
+    }
+
     /// Descriptors charged to `uid` in `class` now.
     pub fn fds(&self, class: Class, uid: u32) -> usize {
         self.state().per_uid.get(&(class, uid)).map_or(0, |c| c.fds)
