@@ -103,6 +103,13 @@ pub struct Limits {
     pub max_latency_ms: u32,
     /// Bytes of PCM one client connection may keep in the sample cache (default 8 MiB).
     pub sample_cache_bytes: u64,
+    /// Largest shared-memory ring one stream may have, header included, in bytes (default
+    /// 8 MiB; 4096..=1 GiB). A cap in bytes beside `max_latency_ms`'s cap in time.
+    pub max_ring_bytes: u64,
+    /// Bytes of stream rings all streams of one uid may map into the daemon (default 16 MiB;
+    /// 4096..=16 GiB): playback, record and sample rings, and the pulse transport's own
+    /// mapping of its streams' rings; counted until the engine released the stream.
+    pub shm_bytes_per_uid: u64,
     // -- transport (connection and request budgets; see transport::budget) --
     /// Milliseconds a new connection has to identify and say Hello (default 5000).
     pub handshake_timeout_ms: u32,
@@ -131,6 +138,8 @@ impl Default for Limits {
             connections_per_uid: 64,
             max_latency_ms: 2000,
             sample_cache_bytes: 8 << 20,
+            max_ring_bytes: DEFAULT_MAX_RING_BYTES,
+            shm_bytes_per_uid: DEFAULT_SHM_BYTES_PER_UID,
             handshake_timeout_ms: 5000,
             pending_connections: 256,
             pending_connections_per_uid: 64,
@@ -141,6 +150,15 @@ impl Default for Limits {
         }
     }
 }
+
+/// Default of `[limits] max_ring_bytes`: 8 MiB, a 2 s ring of 8 channels of f32 at 96 kHz
+/// (6 MiB) fits; a 2 s stereo f32 ring at 48 kHz needs 768 KiB.
+pub const DEFAULT_MAX_RING_BYTES: u64 = 8 << 20;
+
+/// Default of `[limits] shm_bytes_per_uid`: 16 MiB, so a flood of huge-latency streams from
+/// one uid keeps the daemon's resident memory well under 32 MiB, while a desktop session
+/// still opens twenty 2-second stereo f32 rings at 48 kHz (or hundreds of usual 20–200 ms ones).
+pub const DEFAULT_SHM_BYTES_PER_UID: u64 = 16 << 20;
 
 /// The admin socket's users (`[admin]`): root always; members of `group` (resolved when the
 /// daemon starts; a missing group is logged and ignored) and the listed `uids`.
@@ -297,6 +315,9 @@ pub(crate) const QUANTUM_RANGE: Range<i64> = 16..8193;
 const MAX_COUNT: i64 = 1 << 20;
 const MAX_LATENCY_MS: i64 = 60_000;
 const MAX_SAMPLE_CACHE_BYTES: i64 = 1 << 30;
+const MIN_SHM_BYTES: i64 = 4096;
+const MAX_RING_BYTES: i64 = 1 << 30;
+const MAX_SHM_BYTES_PER_UID: i64 = 16 << 30;
 
 impl Config {
     /// Reads, parses and validates the file at `path`.
@@ -449,6 +470,8 @@ struct RawLimits {
     connections_per_uid: Option<Spanned<i64>>,
     max_latency_ms: Option<Spanned<i64>>,
     sample_cache_bytes: Option<Spanned<i64>>,
+    max_ring_bytes: Option<Spanned<i64>>,
+    shm_bytes_per_uid: Option<Spanned<i64>>,
     handshake_timeout_ms: Option<Spanned<i64>>,
     pending_connections: Option<Spanned<i64>>,
     pending_connections_per_uid: Option<Spanned<i64>>,
@@ -644,6 +667,26 @@ impl Cx<'_> {
         }
     }
 
+    /// A byte count of `[limits]` in `MIN_SHM_BYTES..=max`.
+    fn bytes(
+        &self,
+        v: &Option<Spanned<i64>>,
+        key: &str,
+        max: i64,
+        default: u64,
+    ) -> Result<u64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(v) if (MIN_SHM_BYTES..=max).contains(v.get_ref()) => {
+                Ok(v.get_ref().unsigned_abs())
+            }
+            Some(v) => Err(self.err(
+                v.span(),
+                format!("limits: {key} must be {MIN_SHM_BYTES}..={max} bytes"),
+            )),
+        }
+    }
+
     fn limits(&self, raw: Option<RawLimits>) -> Result<Limits, ConfigError> {
         let d = Limits::default();
         let Some(raw) = raw else { return Ok(d) };
@@ -671,7 +714,21 @@ impl Cx<'_> {
                 }
             },
         };
+        let max_ring_bytes = self.bytes(
+            &raw.max_ring_bytes,
+            "max_ring_bytes",
+            MAX_RING_BYTES,
+            d.max_ring_bytes,
+        )?;
+        let shm_bytes_per_uid = self.bytes(
+            &raw.shm_bytes_per_uid,
+            "shm_bytes_per_uid",
+            MAX_SHM_BYTES_PER_UID,
+            d.shm_bytes_per_uid,
+        )?;
         Ok(Limits {
+            max_ring_bytes,
+            shm_bytes_per_uid,
             streams_per_client: self.count(
                 &raw.streams_per_client,
                 "streams_per_client",
@@ -1119,6 +1176,25 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn shared_memory_limits_parse_and_are_bounded() {
+        let d = Limits::default();
+        assert_eq!((d.max_ring_bytes, d.shm_bytes_per_uid), (8 << 20, 16 << 20));
+        let c = parse("[limits]\nmax_ring_bytes = 65536\nshm_bytes_per_uid = 1048576\n").unwrap();
+        assert_eq!(
+            (c.limits.max_ring_bytes, c.limits.shm_bytes_per_uid),
+            (65536, 1 << 20)
+        );
+        assert_eq!(
+            err("[limits]\nshm_bytes_per_uid = 4095\n"),
+            "/etc/soundgate/soundgate.toml:2: limits: shm_bytes_per_uid must be 4096..=17179869184 bytes"
+        );
+        assert_eq!(
+            err("\n[limits]\nmax_ring_bytes = 2147483648\n"),
+            "/etc/soundgate/soundgate.toml:3: limits: max_ring_bytes must be 4096..=1073741824 bytes"
+        );
     }
 
     #[test]

@@ -155,6 +155,8 @@ struct StreamEntry {
     reported_underruns: u64,
     /// Ring capacity in frames.
     capacity: u64,
+    /// Bytes of its ring mapped into the daemon (counted in `[limits] shm_bytes_per_uid`).
+    shm_bytes: u64,
     /// Exclusive (passthrough) stream: other clients may not open streams on its sink.
     exclusive: bool,
 }
@@ -170,9 +172,12 @@ struct Registry {
     samples: samples::SampleCache,
     /// Streams handed back by their engine and not yet landed on the next (see [`devices`]).
     moving: std::collections::BTreeSet<StreamId>,
-    /// Streams out of the registry whose engine has not handed them back yet (owner, uid):
-    /// they still count against the quotas until [`Core::reap`] frees them.
-    releasing: BTreeMap<StreamId, (ClientId, u32)>,
+    /// Streams out of the registry whose engine has not handed them back yet (owner, uid,
+    /// ring bytes): they still count against the quotas until [`Core::reap`] has unmapped them.
+    releasing: BTreeMap<StreamId, (ClientId, u32, u64)>,
+    /// Ring bytes a transport maps on its own side for a uid's streams (the pulse transport's
+    /// writer of a playback ring, its reader of a record ring), by uid; see [`ShmCharge`].
+    transport_shm: BTreeMap<u32, u64>,
     /// Log lines about refused connections (any uid can cause them).
     refusals_logged: LogBudget,
 }
@@ -455,7 +460,7 @@ impl Core {
     /// engine hands it back and [`Core::reap`] frees it.
     fn detach(&self, reg: &mut Registry, s: &StreamEntry, id: StreamId) {
         self.sinks[s.sink].handle.remove(&s.shared);
-        reg.releasing.insert(id, (s.owner, s.uid));
+        reg.releasing.insert(id, (s.owner, s.uid, s.shm_bytes));
     }
 
     /// Collects streams sink `index`'s engine has let go, tells owners about those it ended on
@@ -513,15 +518,20 @@ impl Core {
                 rest.push(r);
             }
         }
-        for r in &rest {
-            reg.releasing.remove(&r.id());
-        }
+        let freed: Vec<StreamId> = rest.iter().map(Retired::id).collect();
         if !sink.dev.is_removed() {
             self.device_events(index, &mut reg);
         }
         drop(reg);
-        // Unmapping and closing happen here, outside the engine and outside the lock.
+        // Unmapping and closing happen here, outside the engine and outside the lock; only
+        // then do the streams stop counting, so what the quotas allow is what is mapped.
         drop(rest);
+        if !freed.is_empty() {
+            let mut reg = self.reg();
+            for id in freed {
+                reg.releasing.remove(&id);
+            }
+        }
     }
 
     /// Whether the periodic [`Core::tick`] has anything to watch: a stream (underruns, sample
@@ -953,17 +963,31 @@ impl Core {
     /// Checks the stream quotas for `client`. A stream counts from its creation until its
     /// engine has handed it back and it was freed ([`Registry::releasing`]), so a client
     /// cannot exceed a quota by dying and reconnecting faster than the engines let go.
-    fn check_quota(&self, reg: &Registry, client: ClientId) -> Result<(), WireError> {
+    ///
+    /// `ring_bytes` is what the new stream's ring maps into the daemon: with every ring of
+    /// the same uid still mapped (streams, releasing ones, and transports' own mappings) it
+    /// must fit in `[limits] shm_bytes_per_uid`.
+    fn check_quota(
+        &self,
+        reg: &Registry,
+        client: ClientId,
+        ring_bytes: u64,
+    ) -> Result<(), WireError> {
         let uid = reg.clients.get(&client).map(|c| c.subject.uid);
-        let (mut mine, mut same_uid) = (0usize, 0usize);
-        let owners = reg.streams.values().map(|s| (s.owner, s.uid));
-        for (owner, owner_uid) in owners.chain(reg.releasing.values().copied()) {
+        let (mut mine, mut same_uid, mut mapped) = (0usize, 0usize, 0u64);
+        let owners = reg.streams.values().map(|s| (s.owner, s.uid, s.shm_bytes));
+        for (owner, owner_uid, bytes) in owners.chain(reg.releasing.values().copied()) {
             if owner == client {
                 mine += 1;
             }
             if Some(owner_uid) == uid {
                 same_uid += 1;
+                mapped = mapped.saturating_add(bytes);
             }
+        }
+        if let Some(uid) = uid {
+            let transport = reg.transport_shm.get(&uid).copied().unwrap_or(0);
+            mapped = mapped.saturating_add(transport);
         }
         let total = reg.streams.len() + reg.releasing.len();
         let live = self.live();
@@ -995,7 +1019,49 @@ impl Core {
                 ),
             ));
         }
+        if mapped.saturating_add(ring_bytes) > l.shm_bytes_per_uid {
+            return Err(shm_refusal(mapped, ring_bytes, l.shm_bytes_per_uid));
+        }
         Ok(())
+    }
+
+    /// Charges `bytes` that `client`'s transport maps on its own side for one of its streams
+    /// (the pulse transport's mapping of a ring it writes or reads) to the client's uid, within
+    /// `[limits] shm_bytes_per_uid` alongside the uid's streams. Given back when the charge
+    /// is dropped: keep it for as long as that mapping lives.
+    pub fn charge_shm(
+        self: &Arc<Self>,
+        client: ClientId,
+        bytes: u64,
+    ) -> Result<ShmCharge, WireError> {
+        let mut reg = self.reg();
+        let uid = reg
+            .clients
+            .get(&client)
+            .map(|c| c.subject.uid)
+            .ok_or_else(|| err(ErrorKind::Protocol, "unknown client"))?;
+        let streams = reg.streams.values().map(|s| (s.uid, s.shm_bytes));
+        let releasing = reg.releasing.values().map(|&(_, uid, bytes)| (uid, bytes));
+        let mapped = streams
+            .chain(releasing)
+            .filter(|&(u, _)| u == uid)
+            .fold(0u64, |acc, (_, b)| acc.saturating_add(b))
+            .saturating_add(reg.transport_shm.get(&uid).copied().unwrap_or(0));
+        let limit = self.live().limits.shm_bytes_per_uid;
+        if mapped.saturating_add(bytes) > limit {
+            return Err(shm_refusal(mapped, bytes, limit));
+        }
+        *reg.transport_shm.entry(uid).or_insert(0) += bytes;
+        Ok(ShmCharge {
+            core: Arc::clone(self),
+            uid,
+            bytes,
+        })
+    }
+
+    /// `[limits] max_ring_bytes`: the largest ring one stream may have.
+    pub fn max_ring_bytes(&self) -> u64 {
+        self.live().limits.max_ring_bytes
     }
 
     fn check_geometry(
@@ -1025,6 +1091,18 @@ impl Core {
             return Err(err(
                 ErrorKind::Invalid,
                 format!("ring capacity {capacity} frames is outside {min}..={max}"),
+            ));
+        }
+        let bytes = ring_size(capacity, spec)?;
+        let max_ring = self.live().limits.max_ring_bytes;
+        if bytes > max_ring {
+            return Err(err(
+                ErrorKind::Invalid,
+                format!(
+                    "a ring of {capacity} frames takes {bytes} bytes, more than the {} a stream \
+                     may have ([limits] max_ring_bytes); ask for less latency",
+                    max_ring
+                ),
             ));
         }
         Ok(())
@@ -1061,9 +1139,9 @@ impl Core {
             )?;
         }
         self.check_exclusive(&reg, index, client, exclusive)?;
-        self.check_quota(&reg, client)?;
         let max_ms = self.live().limits.max_latency_ms;
         self.check_geometry(sink, &spec, capacity, 2, max_ms)?;
+        self.check_quota(&reg, client, ring_size(capacity, &spec)?)?;
         check_volume(volume)?;
         // Exactly the ring: wake-ups go through its header's futex word, so an extra fd (an
         // eventfd, a pipe) is refused, never kept.
@@ -1132,7 +1210,6 @@ impl Core {
                 monitor,
             },
         )?;
-        self.check_quota(&reg, client)?;
         let sink = &self.sinks[index];
         self.check_geometry(
             sink,
@@ -1141,6 +1218,7 @@ impl Core {
             4,
             self.live().limits.max_latency_ms.max(2000),
         )?;
+        self.check_quota(&reg, client, ring_size(capacity, &spec)?)?;
         let size = ring::ring_bytes(capacity, spec.frame_bytes())
             .map_err(|e| err(ErrorKind::Invalid, e.to_string()))?;
         let internal = |e: &dyn std::fmt::Display| err(ErrorKind::Internal, e.to_string());
@@ -1180,6 +1258,7 @@ impl Core {
             shared,
             reported_underruns: 0,
             capacity,
+            shm_bytes: ring_size(capacity, &spec)?,
             exclusive: false,
         };
         reg.streams.insert(id, entry);
@@ -1216,6 +1295,7 @@ impl Core {
         what: &str,
     ) -> Result<StreamId, WireError> {
         let sink = &self.sinks[index];
+        let shm_bytes = ring_size(new.capacity, &new.spec)?;
         let id = next_stream(reg);
         let stream = PlaybackStream {
             id,
@@ -1242,12 +1322,55 @@ impl Core {
             shared: new.shared,
             reported_underruns: 0,
             capacity: new.capacity,
+            shm_bytes,
             exclusive: new.exclusive,
         };
         reg.streams.insert(id, entry);
         self.stream_added(reg, id);
         Ok(id)
     }
+}
+
+/// A transport's own mapping of a stream ring, charged to a uid's shared-memory budget
+/// ([`Core::charge_shm`]); dropping it gives the bytes back.
+#[derive(Debug)]
+pub struct ShmCharge {
+    core: Arc<Core>,
+    uid: u32,
+    bytes: u64,
+}
+
+impl Drop for ShmCharge {
+    fn drop(&mut self) {
+        let mut reg = self.core.reg();
+        if let Some(used) = reg.transport_shm.get_mut(&self.uid) {
+            *used = used.saturating_sub(self.bytes);
+            if *used == 0 {
+                reg.transport_shm.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Bytes a ring of `capacity` frames of `spec` maps (header included).
+fn ring_size(capacity: u64, spec: &StreamSpec) -> Result<u64, WireError> {
+    ring::ring_bytes(capacity, spec.frame_bytes())
+        .map(|n| n as u64)
+        .map_err(|e| err(ErrorKind::Invalid, e.to_string()))
+}
+
+/// The refusal of a ring that does not fit in its uid's shared-memory budget.
+fn shm_refusal(mapped: u64, bytes: u64, limit: u64) -> WireError {
+    err(
+        ErrorKind::Quota,
+        format!(
+            "this uid's streams already map {} KiB of shared memory and this ring needs {} KiB \
+             more (limit {} KiB, [limits] shm_bytes_per_uid); close streams or ask for less latency",
+            mapped.div_ceil(1024),
+            bytes.div_ceil(1024),
+            limit / 1024
+        ),
+    )
 }
 
 fn next_stream(reg: &mut Registry) -> StreamId {

@@ -26,7 +26,7 @@
 //! has consumed every frame, [`Core::samples_tick`] (called from [`Core::tick`]) removes it.
 //! The sample's rate must be the sink's (the client library resamples before uploading).
 
-use super::{check_volume, err, Core, NewPlayback, Registry};
+use super::{check_volume, err, ring_size, Core, NewPlayback, Registry};
 use crate::engine::StreamShared;
 use crate::policy::{Action, Decision, Object};
 use soundgate_proto::ring::{self, Ring};
@@ -254,7 +254,8 @@ impl Core {
             )?;
             // A sample is a playback stream like any other: an exclusive stream keeps it out.
             self.check_exclusive(&reg, index, client, false)?;
-            self.check_quota(&reg, client)?;
+            let capacity = frames.max(u64::from(self.sinks[index].handle.quantum()));
+            self.check_quota(&reg, client, ring_size(capacity, &spec)?)?;
             (index, spec, frames, pcm)
         };
         let sink = &self.sinks[index];
@@ -289,7 +290,7 @@ impl Core {
         }
         // Again: the client may have opened streams, and another an exclusive one, meanwhile.
         self.check_exclusive(&reg, index, client, false)?;
-        self.check_quota(&reg, client)?;
+        self.check_quota(&reg, client, size as u64)?;
         if sink.dev.is_removed() {
             return Err(err(
                 ErrorKind::NotFound,

@@ -32,7 +32,7 @@ use soundgate_proto::wire::{
     ClientId, DeviceInfo, DeviceKind, Direction, ErrorKind, Event, Reply, Request, ServerMsg,
     StreamId, StreamInfo, WireError,
 };
-use soundgate_proto::{SampleFormat, StreamSpec};
+use soundgate_proto::{ring, SampleFormat, StreamSpec};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 use std::os::fd::{AsFd, OwnedFd};
@@ -154,6 +154,7 @@ impl Pulse {
             client,
             uid,
             cost,
+            shm: None,
         })
     }
 
@@ -164,13 +165,16 @@ impl Pulse {
     }
 }
 
-/// A stream's share of its uid's conversion budget; given back when dropped.
+/// A stream's share of its uid's conversion budget, and of its shared-memory budget for the
+/// transport's own mapping of the stream's ring; both given back when dropped (after the
+/// ring, which the stream holds in an earlier field).
 #[derive(Debug)]
 pub struct BudgetShare {
     pulse: Arc<Pulse>,
     client: ClientId,
     uid: u32,
     cost: u64,
+    shm: Option<crate::core::ShmCharge>,
 }
 
 impl Drop for BudgetShare {
@@ -1540,7 +1544,6 @@ impl Conn {
         let sink_frames =
             tl_frames * u64::from(sink.spec.rate) / u64::from(p.sample_spec.sample_rate);
         let max_frames = u64::from(sink.spec.rate) * max_ms / 1000;
-        let capacity = (sink_frames + 4 * quantum).clamp(3 * quantum, max_frames.max(3 * quantum));
         let sink_map = convert::default_map(sink.spec.channels);
         // A stream already in a format the engine reads, at the sink's rate and channel map,
         // goes into the ring unchanged (as the client library does); anything else is
@@ -1553,6 +1556,20 @@ impl Conn {
             rate: sink.spec.rate,
             channels: sink.spec.channels,
         };
+        // Within the core's caps: `max_latency_ms` and `[limits] max_ring_bytes`.
+        let fb = ring_spec.frame_bytes() as u64;
+        let ring_frames = self
+            .core
+            .max_ring_bytes()
+            .saturating_sub(ring::HEADER_BYTES as u64)
+            / fb;
+        let max_frames = max_frames.min(ring_frames);
+        let capacity = (sink_frames + 4 * quantum).clamp(3 * quantum, max_frames.max(3 * quantum));
+        let mut share = share;
+        match self.charge_ring(client, capacity, &ring_spec) {
+            Ok(charge) => share.shm = Some(charge),
+            Err(e) => return self.error(tag, pa_error(&e)),
+        }
         let (ring, fds) = match RingWriter::create(capacity, ring_spec.frame_bytes()) {
             Ok(r) => r,
             Err(e) => {
@@ -1629,6 +1646,27 @@ impl Conn {
 
     fn core_max_latency_ms(&self) -> u32 {
         self.pulse.max_latency_ms
+    }
+
+    /// Charges this transport's own mapping of a ring of `capacity` frames of `spec` to the
+    /// client's uid (`[limits] shm_bytes_per_uid`; the core charges its own mapping when the
+    /// stream is created). A refusal is logged.
+    fn charge_ring(
+        &self,
+        client: ClientId,
+        capacity: u64,
+        spec: &StreamSpec,
+    ) -> Result<crate::core::ShmCharge, WireError> {
+        let bytes = ring::ring_bytes(capacity, spec.frame_bytes())
+            .map_err(|e| WireError::new(ErrorKind::Invalid, e.to_string()))?;
+        self.core.charge_shm(client, bytes as u64).inspect_err(|e| {
+            tracing::warn!(
+                pid = self.pid,
+                uid = self.uid,
+                "pulse: stream refused: {}",
+                e.message
+            );
+        })
     }
 
     fn drain(&mut self, tag: u32, ch: u32) {
@@ -1712,6 +1750,11 @@ impl Conn {
         let capacity = ring_spec
             .frames_for_ms(1000)
             .max(4 * u64::from(quantum.max(1)));
+        let mut share = share;
+        match self.charge_ring(client, capacity, &ring_spec) {
+            Ok(charge) => share.shm = Some(charge),
+            Err(e) => return self.error(tag, pa_error(&e)),
+        }
         let label = p
             .props
             .get(pa::Prop::MediaName)
