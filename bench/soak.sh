@@ -84,6 +84,12 @@ app = "$CHURN_ID"
 action = "record"
 target = "aux.monitor"
 decision = "ask"
+
+[[rule]]
+app = "$CHURN_ID"
+action = "record"
+target = "speakers.monitor"
+decision = "allow"
 CONF
 
 export SOUNDGATE_SERVER=$TMP/run/native SOUNDGATE_ADMIN=$TMP/run/admin
