@@ -183,6 +183,9 @@ if command -v pacat >/dev/null; then
   [ $HAVE_PULSE = 1 ] && flood pa "$PA_PID"
 fi
 
+# The hand-written part of an existing $OUT (from "## Notes on this run" to the end: the notes,
+# the churn and soak figures) is kept below the regenerated tables.
+KEEP=$( [ -f "$OUT" ] && sed -n '/^## Notes on this run/,$p' "$OUT" || true)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "—" }'; }
 {
   echo "# Benchmarks: soundgate vs PulseAudio"
@@ -224,5 +227,6 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; 
   fi
   echo "soundgate idles its sink after \`[engine] idle_suspend_secs\` (5 s) without a stream, so the N = 0 row is measured with its clock stopped."
   echo "Machine load from other processes during the run is not controlled; figures are from one run."
+  if [ -n "$KEEP" ]; then echo; echo "$KEEP"; fi
 } >"$OUT"
 cat "$OUT"
