@@ -150,7 +150,7 @@ fn churned_clients_leave_nothing_behind() {
     // And independently of the driver's own check.
     assert!(daemon.alive(), "the daemon died:\n{}", daemon.log());
     assert!(
-        wait_for(Duration::from_secs(30), || fd_count(pid) == fds
+        wait_for(Duration::from_secs(30), || fd_count(pid) <= fds
             && maps_with(pid, "memfd:") == rings
             && registry(&daemon) == (1, 0, 0)),
         "fds {} (baseline {fds}), ring mappings {} (baseline {rings}), registry {:?}",

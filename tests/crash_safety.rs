@@ -514,8 +514,16 @@ fn torn_audit_line_stays_alone() {
     };
     admin.request(add("exe:/opt/torn/before"), &[]).unwrap();
     drop(admin);
-    kill(&d);
     let log = d.state.join("audit.log");
+    // The audit writer thread puts the line on disk after the reply; kill once it is there.
+    assert!(
+        wait_for(Duration::from_secs(20), || std::fs::read(&log).is_ok_and(
+            |b| b.ends_with(b"\n") && String::from_utf8_lossy(&b).contains("grant:allow")
+        )),
+        "the grant's audit line never reached the log: {:?}",
+        std::fs::read_to_string(&log)
+    );
+    kill(&d);
     let fragment = r#"{"time":"2026-01-01T00:00:00.000Z","subject":{"cli"#;
     let mut bytes = std::fs::read(&log).unwrap();
     assert!(bytes.ends_with(b"\n"));
