@@ -237,8 +237,6 @@ fn run(args: Args) -> Result<()> {
         let _ = std::fs::remove_file(pulse::socket_path(&paths.runtime_dir));
     }
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
-    // A stream-settings change deferred by its uid's write allowance lands before exit.
-    core.restore_flush();
     match Arc::try_unwrap(core) {
         Ok(core) => core.shutdown(),
         Err(_) => tracing::warn!("connections still hold the core; sinks stop with the process"),

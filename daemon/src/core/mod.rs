@@ -547,7 +547,7 @@ impl Core {
                 return true;
             }
         }
-        if self.consents().tick_pending() || self.restore_pending() {
+        if self.consents().tick_pending() {
             return true;
         }
         self.sinks.live().any(|(_, s)| !s.handle.shared().idle())
@@ -576,7 +576,6 @@ impl Core {
     pub fn tick(&self) {
         self.control.ticks.fetch_add(1, Ordering::Relaxed);
         self.consents().audit_tick();
-        self.restore_tick();
         self.log_device_counters();
         self.samples_tick();
         let mut reg = self.reg();

@@ -83,34 +83,12 @@ pub struct RestoreStore {
     generation: u64,
     /// `None` for a store kept in memory.
     writer: Option<OrderedWriter>,
-    /// Synchronous writes each uid may still cause (see [`WRITE_BURST`]), and when its
-    /// allowance was last refilled.
-    write_tokens: std::collections::HashMap<u32, (f64, std::time::Instant)>,
-    /// A change was kept in memory because its uid had spent its writes; the housekeeping
-    /// tick writes it ([`super::Core::restore_flush`]).
-    dirty: bool,
-    /// When deferred changes were last written.
-    flushed: Option<std::time::Instant>,
 }
-
-/// Changes a uid may make durable before their reply, at once ...
-pub const WRITE_BURST: f64 = 20.0;
-/// ... and per second after that. A client flooding `SetVolume` would otherwise make the
-/// daemon write and fsync the file once per request; past this allowance its changes are
-/// applied at once and written by the housekeeping tick at most once per
-/// [`DEFERRED_WRITE_GAP`], so what one client can make the daemon write is bounded by time,
-/// not by its request rate.
-pub const WRITES_PER_SEC: f64 = 2.0;
-/// The shortest gap between two writes of deferred changes.
-pub const DEFERRED_WRITE_GAP: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl RestoreStore {
     /// A store with no file (a daemon run without a state dir).
     pub fn in_memory() -> RestoreStore {
         RestoreStore {
-            write_tokens: std::collections::HashMap::new(),
-            dirty: false,
-            flushed: None,
             settings: Vec::new(),
             generation: 0,
             writer: None,
@@ -159,43 +137,6 @@ impl RestoreStore {
         self.writer.clone()
     }
 
-    /// Whether `uid` may make one more change durable before its reply (spending one of its
-    /// writes); if not, the store is marked dirty for the next housekeeping tick.
-    pub fn take_write(&mut self, uid: u32) -> bool {
-        let now = std::time::Instant::now();
-        let (tokens, last) = self.write_tokens.entry(uid).or_insert((WRITE_BURST, now));
-        let refill = now.duration_since(*last).as_secs_f64() * WRITES_PER_SEC;
-        *tokens = (*tokens + refill).min(WRITE_BURST);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            self.dirty = true;
-            false
-        }
-    }
-
-    /// The version to write if a deferred change waits (clearing the mark).
-    /// Unless `force`, at most once per [`DEFERRED_WRITE_GAP`].
-    pub fn take_dirty(&mut self, force: bool) -> Option<Snapshot> {
-        let now = std::time::Instant::now();
-        let recent = self
-            .flushed
-            .is_some_and(|t| now.duration_since(t) < DEFERRED_WRITE_GAP);
-        if !self.dirty || (recent && !force) {
-            return None;
-        }
-        self.dirty = false;
-        self.flushed = Some(now);
-        if self.write_tokens.len() > 4096 {
-            let now = std::time::Instant::now();
-            self.write_tokens
-                .retain(|_, (_, last)| now.duration_since(*last).as_secs() < 10);
-        }
-        self.snapshot()
-    }
-
     /// The volume and mute remembered for `(uid, app_id)` on `device`, marking it used.
     pub fn lookup(&mut self, uid: u32, app_id: &str, device: &str) -> Option<(f32, bool)> {
         let pos = self.position(uid, app_id, device)?;
@@ -216,18 +157,8 @@ impl RestoreStore {
         volume: f32,
         muted: bool,
     ) -> Option<Snapshot> {
-        if self.update(uid, app_id, device, volume, muted) {
-            self.snapshot()
-        } else {
-            None
-        }
-    }
-
-    /// [`RestoreStore::remember`] without making the version to write: whether anything
-    /// changed.
-    fn update(&mut self, uid: u32, app_id: &str, device: &str, volume: f32, muted: bool) -> bool {
         if !rememberable(app_id) || !volume.is_finite() {
-            return false;
+            return None;
         }
         let new = Setting {
             uid,
@@ -240,7 +171,7 @@ impl RestoreStore {
             let old = self.settings.remove(pos);
             self.settings.push(new);
             if old.volume == volume && old.muted == muted {
-                return false;
+                return None;
             }
         } else {
             if self.settings.iter().filter(|s| s.uid == uid).count() >= MAX_PER_UID {
@@ -253,7 +184,7 @@ impl RestoreStore {
             }
             self.settings.push(new);
         }
-        true
+        self.snapshot()
     }
 
     /// Forgets the settings of `app_id` (of every uid, or only `uid`'s), on every device or
@@ -398,20 +329,13 @@ impl super::Core {
                 return;
             };
             let mut store = self.restore_store();
-            let changed = store.update(
+            let snap = store.remember(
                 s.uid,
                 &owner.subject.app_id,
                 &s.device,
                 s.shared.volume(),
                 s.shared.muted(),
             );
-            // Past its uid's allowance of writes the change waits for the next tick (and is
-            // not even serialised now: a flood costs the daemon no more than a few writes).
-            let snap = if changed && store.take_write(s.uid) {
-                store.snapshot()
-            } else {
-                None
-            };
             (snap, store.writer())
         };
         let (Some(snap), Some(writer)) = (snap, writer) else {
@@ -425,35 +349,6 @@ impl super::Core {
                 );
             }
         }
-    }
-
-    /// Writes a change that [`RestoreStore::take_write`] deferred, if any (at shutdown).
-    pub fn restore_flush(&self) {
-        self.restore_write_deferred(true);
-    }
-
-    /// From the housekeeping tick: [`Core::restore_flush`] at most once per
-    /// [`DEFERRED_WRITE_GAP`].
-    pub(super) fn restore_tick(&self) {
-        self.restore_write_deferred(false);
-    }
-
-    fn restore_write_deferred(&self, force: bool) {
-        let (snap, writer) = {
-            let mut store = self.restore_store();
-            (store.take_dirty(force), store.writer())
-        };
-        let (Some(snap), Some(writer)) = (snap, writer) else {
-            return;
-        };
-        if let Err(e) = write(&writer, &snap) {
-            tracing::warn!(path = %writer.path().display(), "cannot write deferred stream settings: {e}");
-        }
-    }
-
-    /// Whether a deferred change waits for [`Core::restore_tick`](super::Core::restore_tick).
-    pub(super) fn restore_pending(&self) -> bool {
-        self.restore_store().dirty
     }
 
     /// `ListStreamSettings` and `ForgetStreamSettings` (administrators).
