@@ -153,6 +153,7 @@ fn every_unsafe_block_is_explained() {
         "proto/src/simd.rs",
         "proto/src/sock.rs",
         "daemon/src/identity.rs",
+        "daemon/src/memory.rs",
         "daemon/src/engine/rt.rs",
     ];
     for dir in ["proto/src", "daemon/src", "ctl/src", "tui/src"] {

@@ -584,3 +584,61 @@ fn removing_a_source_ends_its_record_streams() {
     ok(&admin, Request::CreateDevice { device: again });
     assert_eq!(device(&admin, "mic3").kind, DeviceKind::Capture);
 }
+
+/// A device added and removed at run time leaves nothing behind: after 20 rounds of
+/// `CreateDevice` + a stream + `RemoveDevice`, the daemon holds no more fds than before (each
+/// removed device used to keep its engine's notify eventfd) and no engine thread.
+#[test]
+fn removed_devices_keep_no_fd_and_no_thread() {
+    let d = Daemon::start(CONFIG);
+    let admin = d.admin("admin");
+    let app = d.client("app");
+    let pid = d.pid();
+    let threads = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|r| r.count())
+            .unwrap_or(0)
+    };
+    // One round first, so lazily created things (a reaper task's registration) exist.
+    let round = |i: usize| {
+        let name = format!("churn{i}");
+        ok(
+            &admin,
+            Request::CreateDevice {
+                device: NewDevice {
+                    name: name.clone(),
+                    kind: DeviceKind::Sink,
+                    backend: "null".into(),
+                    path: None,
+                    pcm: None,
+                    spec: SPEC,
+                    quantum: 256,
+                },
+            },
+        );
+        let mut opts = PlaybackOptions::new("churn", SPEC);
+        opts.device = Some(name.clone());
+        let mut p = app.playback(opts).unwrap();
+        ok(&admin, Request::RemoveDevice { name });
+        // Its stream moved to another sink and still takes audio there.
+        p.write(&bytes(&[0.0; 256 * 2])).unwrap();
+        drop(p);
+    };
+    round(0);
+    let settled = |n: usize| wait_for(LONG, || common::fd_count(pid) <= n);
+    std::thread::sleep(Duration::from_millis(200));
+    let (fds0, threads0) = (common::fd_count(pid), threads());
+    for i in 1..=20 {
+        round(i);
+    }
+    assert!(
+        settled(fds0),
+        "fds after 20 removed devices: {} (baseline {fds0})",
+        common::fd_count(pid)
+    );
+    assert!(
+        wait_for(LONG, || threads() <= threads0),
+        "threads after 20 removed devices: {} (baseline {threads0})",
+        threads()
+    );
+}

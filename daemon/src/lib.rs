@@ -10,6 +10,7 @@ pub mod config;
 pub mod core;
 pub mod engine;
 pub mod identity;
+pub mod memory;
 pub mod notify;
 pub mod policy;
 pub mod ratelimit;

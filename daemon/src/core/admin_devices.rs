@@ -459,7 +459,10 @@ impl Core {
         // Lands the moved streams on their new device, frees the ended ones.
         self.reap(index);
         // Wakes the housekeeping watcher of this device so that it sees it is gone and ends.
-        let _ = nix::unistd::write(dev.handle.notify_fd(), &1u64.to_ne_bytes());
+        // Its watcher holds its own clone of the eventfd; the handle's end is closed now, so
+        // a removed device keeps no fd.
+        dev.handle.wake_notify();
+        dev.handle.release_notify();
         Ok((moved, ended))
     }
 }

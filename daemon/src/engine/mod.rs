@@ -106,7 +106,7 @@ use soundgate_proto::format::{SpecError, MAX_CHANNELS};
 use soundgate_proto::ring::{readable, Ring, MAX_FRAME_BYTES};
 use soundgate_proto::wire::StreamId;
 use soundgate_proto::StreamSpec;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{
     AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
@@ -809,7 +809,9 @@ pub struct SinkHandle {
     retired: Mutex<rtrb::Consumer<Retired>>,
     /// Streams handed to the engine and not yet collected back.
     live: AtomicUsize,
-    notify: OwnedFd,
+    /// The control side's end of the notify eventfd; closed by [`SinkHandle::release_notify`]
+    /// once a removed device's engine is stopped, so a removed device keeps no fd.
+    notify: Mutex<Option<OwnedFd>>,
     shared: Arc<SinkShared>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<Result<(), BackendError>>>>,
@@ -977,7 +979,7 @@ impl SinkHandle {
             commands: Mutex::new(cmd_tx),
             retired: Mutex::new(ret_rx),
             live: AtomicUsize::new(0),
-            notify,
+            notify: Mutex::new(Some(notify)),
             shared,
             stop,
             thread: Mutex::new(Some(thread)),
@@ -1124,8 +1126,10 @@ impl SinkHandle {
     pub fn collect_retired(&self) -> Vec<Retired> {
         let mut rx = lock(&self.retired);
         // Reset the eventfd first: a retirement after this read makes it readable again.
-        let mut buf = [0u8; 8];
-        let _ = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&self.notify), &mut buf);
+        if let Some(fd) = lock(&self.notify).as_ref() {
+            let mut buf = [0u8; 8];
+            let _ = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(fd), &mut buf);
+        }
         let mut out = Vec::new();
         while let Ok(r) = rx.pop() {
             out.push(r);
@@ -1134,10 +1138,34 @@ impl SinkHandle {
         out
     }
 
-    /// An eventfd the engine writes whenever it retired a stream; poll it for readability,
-    /// then call [`SinkHandle::collect_retired`].
-    pub fn notify_fd(&self) -> BorrowedFd<'_> {
-        self.notify.as_fd()
+    /// A descriptor of the eventfd the engine writes whenever it retired a stream; poll it for
+    /// readability, then call [`SinkHandle::collect_retired`]. Fails once
+    /// [`SinkHandle::release_notify`] closed it.
+    pub fn notify_fd(&self) -> std::io::Result<OwnedFd> {
+        match lock(&self.notify).as_ref() {
+            Some(fd) => fd.try_clone(),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("sink {}: its engine is stopped and released", self.name),
+            )),
+        }
+    }
+
+    /// Makes the notify eventfd readable, so whoever polls a clone of it looks again (used
+    /// when a device is removed, to end its watcher).
+    pub fn wake_notify(&self) {
+        if let Some(fd) = lock(&self.notify).as_ref() {
+            let _ = nix::unistd::write(fd, &1u64.to_ne_bytes());
+        }
+    }
+
+    /// Closes the control side's end of the notify eventfd, once the engine is stopped (its
+    /// own end closed with its thread). Clones handed out by [`SinkHandle::notify_fd`] stay
+    /// open until their holders drop them. Does nothing while the engine runs.
+    pub fn release_notify(&self) {
+        if self.stopped() && lock(&self.thread).is_none() {
+            drop(lock(&self.notify).take());
+        }
     }
 
     /// The sink's meters and counters.

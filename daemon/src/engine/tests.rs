@@ -7,6 +7,7 @@ use crate::backend::{Clock, DeviceFault};
 use soundgate_proto::ring::{ring_bytes, Ring};
 use soundgate_proto::shm::{create_read_only_for_peer, create_sealed, Mapping};
 use soundgate_proto::SampleFormat;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 const Q: usize = 256;
@@ -181,7 +182,8 @@ fn drain(rx: &mpsc::Receiver<Vec<u8>>) -> Vec<u8> {
 
 fn notify_readable(h: &SinkHandle) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(h.notify_fd(), PollFlags::POLLIN)];
+    let fd = h.notify_fd().unwrap();
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
 }
 

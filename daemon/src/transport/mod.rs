@@ -738,13 +738,36 @@ pub fn spawn_housekeeping(core: &Arc<Core>) -> std::io::Result<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_millis(50));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // When the heap was last trimmed: at most once a second, so a connect/disconnect
+        // flood cannot make the daemon trim per client.
+        let mut trimmed: Option<tokio::time::Instant> = None;
         loop {
             every.tick().await;
             core.tick();
-            if !core.housekeeping_due() {
-                // Nothing to watch: sleep until a request, a disconnect or a reap kicks us
-                // (a kick since the check above is kept, so none is lost), then tick at once.
-                core.housekeeping_idle().await;
+            let due = core.housekeeping_due();
+            if due && trimmed.is_none_or(|t| t.elapsed() >= BUSY_TRIM_EVERY) {
+                // Busy for long (something always plays): trim now and then all the same.
+                crate::memory::release_free_memory();
+                trimmed = Some(tokio::time::Instant::now());
+            }
+            if !due {
+                // Nothing to watch: give the heap pages the busy time freed back to the
+                // kernel (see `memory`), then sleep until a request, a disconnect or a reap
+                // kicks us (a kick since the check above is kept, so none is lost), then tick
+                // at once. A trim too soon after the last waits for the rest of the second
+                // (or a kick).
+                let wait = trimmed.map_or(Duration::ZERO, |t| {
+                    Duration::from_secs(1).saturating_sub(t.elapsed())
+                });
+                let kicked = !wait.is_zero()
+                    && tokio::time::timeout(wait, core.housekeeping_idle())
+                        .await
+                        .is_ok();
+                if !kicked {
+                    crate::memory::release_free_memory();
+                    trimmed = Some(tokio::time::Instant::now());
+                    core.housekeeping_idle().await;
+                }
                 every.reset_immediately();
             }
         }
@@ -752,13 +775,16 @@ pub fn spawn_housekeeping(core: &Arc<Core>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How often the heap is trimmed while the housekeeping never goes idle (see `memory`).
+const BUSY_TRIM_EVERY: Duration = Duration::from_secs(30);
+
 /// One task that reaps device `index` whenever its engine signals, until the device is
 /// removed and its engine stopped.
 fn watch_device(core: &Arc<Core>, index: usize) -> std::io::Result<()> {
     let Some(sink) = core.sinks().get(index) else {
         return Ok(());
     };
-    let fd = sink.handle().notify_fd().try_clone_to_owned()?;
+    let fd = sink.handle().notify_fd()?;
     let afd = sock::register(fd)?;
     let core = Arc::clone(core);
     tokio::spawn(async move {
