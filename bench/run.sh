@@ -16,8 +16,14 @@
 # 48 kHz stereo s16 noise with 20 ms buffers (sgcat / pacat). For every N the two servers are
 # measured alternately: server CPU (utime+stime from /proc over the window), RSS, and (full
 # mode, when strace exists) server syscalls per stream per second over a few seconds.
-# Start-up to socket and idle RSS are measured once per server. Writes BENCHMARKS.md (or
-# $BENCH_OUT). Figures are reported, never asserted.
+# Start-up to socket and idle RSS are measured once per server, idle CPU over 60 s (short:
+# 2 s) with both servers idle at once.
+#
+# The latency table (issue 12, item 5): 32 (short: 4) clients with small buffers play for 30 s
+# (short: 2 s) and their underruns are summed: soundgate at sink quanta 128, 256 and 512 with
+# 5–30 ms client buffers (one private daemon per quantum), PulseAudio with 10–30 ms buffers.
+#
+# Writes BENCHMARKS.md (or $BENCH_OUT). Figures are reported, never asserted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,16 +31,23 @@ SHORT=0
 [ "${1:-}" = "--short" ] && SHORT=1
 if [ $SHORT = 1 ]; then
   COUNTS=(0 1 8); WINDOW=2; STRACE_SECS=0; OUT=${BENCH_OUT:-target/BENCHMARKS.short.md}
-  FLOOD=8; FLOOD_WINDOW=2
+  FLOOD=8; FLOOD_WINDOW=2; IDLE_WINDOW=2
+  LAT_STREAMS=4; LAT_SECS=2; SG_LAT=("256:10"); PA_LAT=(20)
 else
   COUNTS=(0 1 8 32 64 256); WINDOW=10; STRACE_SECS=4; OUT=${BENCH_OUT:-BENCHMARKS.md}
-  FLOOD=60; FLOOD_WINDOW=10
+  FLOOD=60; FLOOD_WINDOW=10; IDLE_WINDOW=60
+  # The latency table (item 5): quantum:buffer-ms pairs for soundgate, buffers for PulseAudio.
+  LAT_STREAMS=32; LAT_SECS=30
+  SG_LAT=("128:5" "128:10" "128:20" "256:10" "256:20" "512:20" "512:30"); PA_LAT=(10 20 30)
 fi
 
 if ! command -v pulseaudio >/dev/null || ! command -v pacat >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pulseaudio pulseaudio-utils >/dev/null
   fi
+fi
+if ! command -v jq >/dev/null && [ "$(id -u)" = 0 ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null
 fi
 if [ $STRACE_SECS -gt 0 ] && ! command -v strace >/dev/null && [ "$(id -u)" = 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null || true
@@ -147,6 +160,71 @@ for n in "${COUNTS[@]}"; do
   [ $HAVE_PULSE = 1 ] && measure pa "$PA_PID" "$n"
 done
 
+# Idle: both servers with nothing to play, CPU over $IDLE_WINDOW s (at the same time: idle
+# servers do not compete).
+IDLE_SG=; IDLE_PA=
+sleep 6 # past idle_suspend_secs again: the last clients' streams are reaped, the sink idles
+a0=$(ticks "$SG_PID"); [ $HAVE_PULSE = 1 ] && b0=$(ticks "$PA_PID")
+sleep "$IDLE_WINDOW"
+IDLE_SG=$(awk -v d=$(( $(ticks "$SG_PID") - a0 )) -v w="$IDLE_WINDOW" -v t="$TICK" 'BEGIN {printf "%.2f", 100 * d / t / w}')
+[ $HAVE_PULSE = 1 ] && IDLE_PA=$(awk -v d=$(( $(ticks "$PA_PID") - b0 )) -v w="$IDLE_WINDOW" -v t="$TICK" 'BEGIN {printf "%.2f", 100 * d / t / w}')
+
+# The latency table: $LAT_STREAMS clients with small buffers for $LAT_SECS s, underruns
+# counted. soundgate: one daemon per quantum (its sink's period), the streams' underruns from
+# `sgctl --json ls streams` just before the clients stop. PulseAudio: `pacat -v` prints
+# "Stream underrun." for each.
+declare -A LAT_UNDER
+start_sg_q() { # quantum -> prints the daemon's dir
+  local d="$TMP/sgq$1"
+  mkdir -p "$d/run" "$d/state"
+  cat >"$d/soundgate.toml" <<CONF
+[engine]
+realtime_priority = "off"
+[[sink]]
+name = "null"
+backend = "null"
+format = "s16le"
+rate = 48000
+channels = 2
+quantum = $1
+CONF
+  XDG_CONFIG_HOME="$d/xdg" "$BIN/soundgated" --runtime-dir "$d/run" --state-dir "$d/state" \
+    --config "$d/soundgate.toml" 2>"$d/log" &
+  PIDS+=($!)
+  wait_socket "$d/run/admin" || { cat "$d/log"; exit 1; }
+}
+for pair in "${SG_LAT[@]}"; do
+  q=${pair%%:*}; ms=${pair##*:}; d="$TMP/sgq$q"
+  [ -S "$d/run/admin" ] || start_sg_q "$q"
+  for i in $(seq 1 "$LAT_STREAMS"); do
+    "$BIN/sgcat" -p --server "$d/run/native" -d null --raw -f s16le --rate 48000 \
+      --channels 2 --latency-msec "$ms" -n "lat$i" </dev/urandom >/dev/null 2>&1 &
+    CLIENTS+=($!)
+  done
+  sleep 1 # settle: every stream created and filled
+  u0=$("$BIN/sgctl" --admin "$d/run/admin" --json ls streams | jq '[.streams[].underruns] | add // 0')
+  sleep "$LAT_SECS"
+  u1=$("$BIN/sgctl" --admin "$d/run/admin" --json ls streams | jq '[.streams[].underruns] | add // 0')
+  LAT_UNDER[sg:$pair]=$((u1 - u0))
+  stop_clients
+done
+if [ $HAVE_PULSE = 1 ]; then
+  for ms in "${PA_LAT[@]}"; do
+    for i in $(seq 1 "$LAT_STREAMS"); do
+      HOME="$TMP/pa/home" XDG_RUNTIME_DIR="$TMP/pa/rt" pacat -v -p --raw --format=s16le \
+        --rate=48000 --channels=2 --latency-msec="$ms" -d null </dev/urandom \
+        >/dev/null 2>"$TMP/pa/lat.$ms.$i" &
+      CLIENTS+=($!)
+    done
+    sleep 1
+    u0=$(cat "$TMP"/pa/lat."$ms".* | grep -c 'Stream underrun' || true)
+    sleep "$LAT_SECS"
+    u1=$(cat "$TMP"/pa/lat."$ms".* | grep -c 'Stream underrun' || true)
+    LAT_UNDER[pa:$ms]=$((u1 - u0))
+    stop_clients
+  done
+fi
+
 # The pulse flood: $FLOOD 384 kHz pacats with 5 s buffers, against one server at a time.
 declare -A FCPU FPEAK FRSS FPLAYING
 flood() { # server pid
@@ -210,7 +288,19 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; 
   echo "| | soundgate | PulseAudio |"
   echo "|---|---:|---:|"
   echo "| start-up to socket | ${SG_START_MS} ms | ${PA_START_MS:-—} ms |"
+  echo "| server CPU idle, over ${IDLE_WINDOW} s | ${IDLE_SG} % | ${IDLE_PA:-—} % |"
   echo "| RSS idle | $(awk -v k="$SG_IDLE_RSS" 'BEGIN {printf "%.1f", k/1024}') MiB | $( [ -n "$PA_IDLE_RSS" ] && awk -v k="$PA_IDLE_RSS" 'BEGIN {printf "%.1f", k/1024}' || echo —) MiB |"
+  echo
+  echo "Latency: $LAT_STREAMS clients (48 kHz stereo s16 noise) for $LAT_SECS s each, underruns summed over all of them; soundgate's sink period (quantum) and the clients' buffer (\`--latency-msec\`) vary, PulseAudio's null sink has no fixed period:"
+  echo
+  echo "| server | quantum (frames) | client buffer | underruns in ${LAT_SECS} s |"
+  echo "|---|---:|---:|---:|"
+  for pair in "${SG_LAT[@]}"; do
+    echo "| soundgate | ${pair%%:*} | ${pair##*:} ms | ${LAT_UNDER[sg:$pair]} |"
+  done
+  if [ $HAVE_PULSE = 1 ]; then
+    for ms in "${PA_LAT[@]}"; do echo "| PulseAudio | — | $ms ms | ${LAT_UNDER[pa:$ms]} |"; done
+  fi
   echo
   if [ -n "${FCPU[sg]:-}" ]; then
     echo "Pulse flood: $FLOOD \`pacat --latency-msec=5000 --rate=384000\` (stereo s16) at once over the PulseAudio protocol, server CPU sampled every 0.5 s over ${FLOOD_WINDOW} s (% of one core):"

@@ -2,7 +2,8 @@
 //! buffer that keeps its ring full sleeps on a timed futex wait predicting when half its ring
 //! is free, and arms the server's wake-up only as a safety net, so the engine normally makes
 //! no `FUTEX_WAKE` for it — while the stream still plays without gaps. `sgctl stats` reports
-//! the stream's wake-ups (near zero now).
+//! the stream's wake-ups (near zero now). A recorder is woken by the server only per quarter
+//! of its ring and otherwise reads on its own timer (a quarter of its latency).
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod common;
@@ -124,4 +125,51 @@ fn a_full_ring_sleeps_on_its_own_timer_and_the_server_barely_wakes_it() {
     eprintln!("{wakes} server wake-ups in {cycles} cycles, {under} underruns");
     p.drain().unwrap();
     p.close().unwrap();
+}
+
+/// Record streams likewise: the engine wakes a reader once its ring has a quarter of new
+/// frames, not every cycle, and the reader still gets every frame.
+#[test]
+fn a_recorder_is_woken_per_quarter_ring_not_per_cycle() {
+    let d = Daemon::start(&format!(
+        "{CONFIG}\n[[rule]]\naction = \"record\"\ntarget = \"out.monitor\"\ndecision = \"allow\"\n"
+    ));
+    let c = d.client("recorder");
+    let mut opts = soundgate_proto::client::RecordOptions::new("rec", SPEC);
+    opts.device = Some("out.monitor".into());
+    opts.latency_ms = 100;
+    let mut r = c.record(opts).unwrap();
+    let mut buf = Vec::new();
+    // Let it settle, then count over a window of about 1.5 s of audio.
+    while buf.len() < 4800 * 4 {
+        r.read(&mut buf, Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+    }
+    buf.clear();
+    let before = stats(&d);
+    let start = std::time::Instant::now();
+    while buf.len() < 72_000 * 4 {
+        r.read(&mut buf, Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "only {} bytes in 30 s",
+            buf.len()
+        );
+    }
+    let after = stats(&d);
+    let cycles = device(&after, "cycles") - device(&before, "cycles");
+    let wakes = stream_wakeups(&after, r.id()) - stream_wakeups(&before, r.id());
+    assert!(cycles >= 200, "{cycles} cycles for 1.5 s of audio");
+    // Per cycle it would be `cycles`. The library's ring holds at least 2 s, so a quarter of
+    // it is 0.5 s of frames: about 3 wake-ups here, while the reader looks every 25 ms on its
+    // own timer (a quarter of its 100 ms latency).
+    assert!(
+        wakes * 10 < cycles,
+        "the recorder was woken {wakes} times in {cycles} cycles"
+    );
+    eprintln!(
+        "{wakes} record wake-ups in {cycles} cycles, {} overruns",
+        r.overruns()
+    );
 }

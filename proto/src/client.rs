@@ -19,8 +19,9 @@
 //! consumes at the device's rate, [`ring::playback_wake_plan`]), and asks, in the ring header,
 //! to be woken by the server only as a safety net if the fill drops a quantum further first,
 //! so the server normally makes no wake-up syscall for it. A stream that is not consumed
-//! (corked, device stopped) asks to be woken once half the ring is free instead. Reading blocks on the record
-//! ring's futex word, which the server wakes each cycle it wrote. Waits are sliced
+//! (corked, device stopped) asks to be woken once half the ring is free instead. Reading sleeps on the record
+//! ring's futex word for a quarter of the latency the reader asked for, then looks (its own
+//! timer); the server wakes it early only when a quarter of the ring filled. Waits are sliced
 //! ([`WAIT_SLICE`]): between slices the library reads its connection without blocking, so a
 //! dead server or an ended stream is noticed. Neither busy-loops.
 //!
@@ -539,8 +540,18 @@ impl Client {
             raw: Vec::new(),
             f32_buf: Vec::new(),
             resampled: Vec::new(),
+            period: record_period(opts.latency_ms),
         })
     }
+}
+
+/// How often a reader waiting in [`Record::read`] looks at its ring on its own timer: a
+/// quarter of the latency it asked for (5 ms to [`WAIT_SLICE`]). The ring is far larger (at
+/// least 2 s), and the server wakes a reader only per quarter of it
+/// ([`ring::record_wake_every`]), so without this timer a reader would get its audio in
+/// half-second lumps.
+fn record_period(latency_ms: u32) -> Duration {
+    Duration::from_millis(u64::from(latency_ms / 4)).clamp(Duration::from_millis(5), WAIT_SLICE)
 }
 
 fn unexpected(r: &Reply) -> ClientError {
@@ -843,6 +854,8 @@ pub struct Record {
     raw: Vec<u8>,
     f32_buf: Vec<f32>,
     resampled: Vec<f32>,
+    /// The reader's own wake-up period ([`record_period`]).
+    period: Duration,
 }
 
 impl Record {
@@ -888,7 +901,7 @@ impl Record {
                 None => Duration::from_millis(500),
             };
             self.client.lock().check_stream(self.id)?;
-            sleep_on(&self.ring, seq, left);
+            sleep_on(&self.ring, seq, left.min(self.period));
         }
     }
 

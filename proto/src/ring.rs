@@ -172,6 +172,22 @@ pub fn readable(write: u64, read: u64, capacity: u64) -> Result<u64, RingError> 
     }
 }
 
+/// How often the server wakes a record reader: each time its write index crosses a multiple
+/// of this many frames, a quarter of the ring (but at least a `quantum`, so at most once per
+/// cycle). The reader then finds a quarter of the ring to read and three quarters of room
+/// left before it is lapped, and the server makes a quarter as many `FUTEX_WAKE`s as it would
+/// waking it every cycle. Pure: any values are fine (the result is at least 1).
+pub fn record_wake_every(capacity: u64, quantum: u64) -> u64 {
+    (capacity / 4).max(quantum).max(1)
+}
+
+/// Whether a record writer that moved its write index from `before` to `after` crossed a
+/// wake-up boundary ([`record_wake_every`]).
+pub fn record_wake_due(before: u64, after: u64, every: u64) -> bool {
+    let every = every.max(1);
+    before / every != after / every
+}
+
 /// For a record ring (writer overwrites): the first index still intact when the writer is at
 /// `write`. Frames before it were overwritten.
 pub fn record_valid_from(write: u64, capacity: u64) -> u64 {
@@ -571,6 +587,33 @@ mod tests {
                 assert!(predicted >= quantum, "a quantum left at the timer");
             }
         }
+    }
+
+    #[test]
+    fn record_readers_are_woken_once_per_quarter_ring_at_most_once_per_cycle() {
+        for quantum in [64u64, 128, 256, 1024] {
+            for capacity in (2 * quantum..40 * quantum).step_by(53) {
+                let every = record_wake_every(capacity, quantum);
+                assert!(every >= quantum, "more than one wake per cycle");
+                // Woken with at least 3/4 of the ring (less a cycle) still free: never lapped
+                // between its wake-ups.
+                assert!(every <= (capacity / 4).max(quantum));
+                // Writing quantum by quantum from 0, wake-ups are floor(written / every).
+                let mut write = 0u64;
+                let mut wakes = 0u64;
+                for _ in 0..200 {
+                    let before = write;
+                    write += quantum;
+                    wakes += u64::from(record_wake_due(before, write, every));
+                }
+                assert_eq!(wakes, write / every, "cap {capacity} q {quantum}");
+            }
+        }
+        // A ring of 16 quanta: one wake-up every 4 cycles.
+        assert_eq!(record_wake_every(16 * 256, 256), 4 * 256);
+        // Garbage never divides by zero.
+        assert_eq!(record_wake_every(0, 0), 1);
+        assert!(record_wake_due(0, u64::MAX, 0));
     }
 
     #[test]

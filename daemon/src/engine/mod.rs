@@ -23,7 +23,8 @@
 //! - **wakes a client at most once per cycle**: a playback client only when its header says
 //!   it is waiting and the ring's fill dropped below the threshold it published
 //!   ([`soundgate_proto::ring::Ring::take_wake_request`]; the request is consumed), a record
-//!   reader once per cycle the engine wrote frames; [`SinkShared::wakeups`] counts them;
+//!   reader when its write index crossed a quarter of the ring
+//!   ([`soundgate_proto::ring::record_wake_every`]); [`SinkShared::wakeups`] counts them;
 //! - **owns all the state it touches** in one struct (`Engine`, private), moved into the
 //!   thread at spawn;
 //! - **receives streams** on a lock-free `rtrb` queue of `max_streams` slots, drained at the
@@ -103,7 +104,7 @@ use crate::backend::{Backend, BackendError, CaptureBackend, Clock, DeviceFault, 
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use soundgate_proto::convert;
 use soundgate_proto::format::{SpecError, MAX_CHANNELS};
-use soundgate_proto::ring::{readable, Ring, MAX_FRAME_BYTES};
+use soundgate_proto::ring::{self, readable, Ring, MAX_FRAME_BYTES};
 use soundgate_proto::wire::StreamId;
 use soundgate_proto::StreamSpec;
 use std::os::fd::OwnedFd;
@@ -1423,14 +1424,19 @@ fn capture(
     (scratch.convk.encode)(s.spec.format, src, raw);
     // Cannot fail: add_record checked the mapping is writable and the ring holds >= 2 quanta.
     if s.ring.copy_in(slot.write, raw).is_ok() {
+        let before = slot.write;
         slot.write += quantum as u64;
         let _ = s.ring.store_write(slot.write);
         s.shared.frames.fetch_add(quantum as u64, Ordering::Relaxed);
         s.shared.set_peak(peak);
         s.shared.set_rms(rms);
-        s.ring.signal();
-        s.shared.wakeups.fetch_add(1, Ordering::Relaxed);
-        return true;
+        // The reader is woken once per quarter ring, not every cycle (`record_wake_every`).
+        let every = ring::record_wake_every(s.ring.capacity(), quantum as u64);
+        if ring::record_wake_due(before, slot.write, every) {
+            s.ring.signal();
+            s.shared.wakeups.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
     }
     false
 }
