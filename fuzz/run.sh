@@ -13,6 +13,7 @@ secs="${1:-20}"
 shift || true
 if [ "$#" -gt 0 ]; then targets=("$@"); else mapfile -t targets < fuzz/targets; fi
 scratch="${FUZZ_SCRATCH:-$(mktemp -d -t sg-fuzz-XXXXXX)}"
+mkdir -p "$scratch"
 
 cargo fuzz build --sanitizer none || exit 1
 status=0

@@ -12,13 +12,14 @@ use soundgate_proto::wire::ErrorKind;
 use soundgate_proto::{SampleFormat, StreamSpec};
 use std::time::{Duration, Instant};
 
-// A rate well below what even a debug daemon on a loaded machine answers, so the synchronous
-// flooder below is over it whatever the machine's speed (the test is about the pacing, not
-// about how fast the daemon is).
+// A rate well below what even a debug daemon on a loaded machine answers (each SetVolume is
+// a synchronous write of stream-settings.json; a loaded CI machine was seen answering 280/s),
+// so the synchronous flooder below is over it whatever the machine's speed (the test is about
+// the pacing, not about how fast the daemon is).
 const CONFIG: &str = r#"
 [limits]
-requests_per_second = 250
-request_burst = 500
+requests_per_second = 60
+request_burst = 120
 
 [[sink]]
 name = "out"
@@ -99,9 +100,9 @@ fn a_set_volume_flood_is_slowed_then_cut_off_and_others_carry_on() {
         median < Duration::from_millis(50),
         "median CreatePlayback {median:?}"
     );
-    // Slowed: no more than a burst (500) per connection plus the rate (250/s, set above) for
+    // Slowed: no more than a burst (120) per connection plus the rate (60/s, set above) for
     // the time it lasted.
-    let allowed = 500.0 * connections as f64 + 250.0 * took.as_secs_f64() * 1.1 + 10.0;
+    let allowed = 120.0 * connections as f64 + 60.0 * took.as_secs_f64() * 1.1 + 10.0;
     assert!(
         (sent as f64) <= allowed,
         "{sent} requests in {took:?}: not slowed"
@@ -118,7 +119,7 @@ fn a_set_volume_flood_is_slowed_then_cut_off_and_others_carry_on() {
         }
     }
     let log = d.log();
-    assert!(log.contains("disconnecting: over 250 requests/s"), "{log}");
+    assert!(log.contains("disconnecting: over 60 requests/s"), "{log}");
     // The denied monitor attempt is still in the audit log.
     let audit = std::fs::read_to_string(d.state.join("audit.log")).unwrap();
     assert!(
