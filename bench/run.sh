@@ -78,18 +78,17 @@ rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 wait_socket() { for _ in $(seq 1 500); do [ -S "$1" ] && return 0; sleep 0.01; done; return 1; }
 
 SG_PID=; PA_PID=; SG_START_MS=; PA_START_MS=; SG_IDLE_RSS=; PA_IDLE_RSS=
+# A soundgated config in dir $1: one null sink `null`, 48 kHz stereo s16, quantum $2 if given.
+sg_config() {
+  mkdir -p "$1/run" "$1/state"
+  {
+    printf '[engine]\nrealtime_priority = "off"\n[[sink]]\nname = "null"\nbackend = "null"\n'
+    printf 'format = "s16le"\nrate = 48000\nchannels = 2\n'
+    if [ -n "${2:-}" ]; then printf 'quantum = %s\n' "$2"; fi
+  } >"$1/soundgate.toml"
+}
 start_sg() {
-  mkdir -p "$TMP/sg/run" "$TMP/sg/state"
-  cat >"$TMP/sg/soundgate.toml" <<CONF
-[engine]
-realtime_priority = "off"
-[[sink]]
-name = "null"
-backend = "null"
-format = "s16le"
-rate = 48000
-channels = 2
-CONF
+  sg_config "$TMP/sg"
   local t0; t0=$(now_ms)
   XDG_CONFIG_HOME="$TMP/sg/xdg" "$BIN/soundgated" --runtime-dir "$TMP/sg/run" \
     --state-dir "$TMP/sg/state" --config "$TMP/sg/soundgate.toml" 2>"$TMP/sg/log" &
@@ -174,20 +173,9 @@ IDLE_SG=$(awk -v d=$(( $(ticks "$SG_PID") - a0 )) -v w="$IDLE_WINDOW" -v t="$TIC
 # `sgctl --json ls streams` just before the clients stop. PulseAudio: `pacat -v` prints
 # "Stream underrun." for each.
 declare -A LAT_UNDER
-start_sg_q() { # quantum -> prints the daemon's dir
+start_sg_q() { # quantum: a daemon in $TMP/sgq$1
   local d="$TMP/sgq$1"
-  mkdir -p "$d/run" "$d/state"
-  cat >"$d/soundgate.toml" <<CONF
-[engine]
-realtime_priority = "off"
-[[sink]]
-name = "null"
-backend = "null"
-format = "s16le"
-rate = 48000
-channels = 2
-quantum = $1
-CONF
+  sg_config "$d" "$1"
   XDG_CONFIG_HOME="$d/xdg" "$BIN/soundgated" --runtime-dir "$d/run" --state-dir "$d/state" \
     --config "$d/soundgate.toml" 2>"$d/log" &
   PIDS+=($!)

@@ -73,6 +73,19 @@ fn ok(c: &Client, req: Request) {
     assert_eq!(reply, Reply::Ok);
 }
 
+/// A null sink named `name` at [`SPEC`], quantum 256, for `CreateDevice`.
+fn null_sink(name: &str) -> NewDevice {
+    NewDevice {
+        name: name.into(),
+        kind: DeviceKind::Sink,
+        backend: "null".into(),
+        path: None,
+        pcm: None,
+        spec: SPEC,
+        quantum: 256,
+    }
+}
+
 fn device(admin: &Client, name: &str) -> DeviceInfo {
     let mut all = admin.sinks().unwrap();
     all.extend(admin.sources().unwrap());
@@ -125,15 +138,7 @@ fn native_clients_cannot_administer_devices() {
         .collect();
     let victim = Player::start(d.client("victim"), "speakers", 440.0, 0.2);
     let attacker = d.client("attacker");
-    let new = NewDevice {
-        name: "evil".into(),
-        kind: DeviceKind::Sink,
-        backend: "null".into(),
-        path: None,
-        pcm: None,
-        spec: SPEC,
-        quantum: 256,
-    };
+    let new = null_sink("evil");
     let attacks = [
         Request::SuspendDevice {
             device: "speakers".into(),
@@ -605,15 +610,7 @@ fn removed_devices_keep_no_fd_and_no_thread() {
         ok(
             &admin,
             Request::CreateDevice {
-                device: NewDevice {
-                    name: name.clone(),
-                    kind: DeviceKind::Sink,
-                    backend: "null".into(),
-                    path: None,
-                    pcm: None,
-                    spec: SPEC,
-                    quantum: 256,
-                },
+                device: null_sink(&name),
             },
         );
         let mut opts = PlaybackOptions::new("churn", SPEC);
